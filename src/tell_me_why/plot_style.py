@@ -1,0 +1,69 @@
+"""One look for every figure of the library: light theme, colour-blind-safe class colours, save then close."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib
+
+from .checkpoints import atomic_path
+
+__all__ = ["CLASS_A_COLOR", "CLASS_B_COLOR", "figure_style", "finish_figure"]
+
+# Okabe-Ito palette: class A (the class the user names) vermillion, class B blue.
+CLASS_A_COLOR = "#D55E00"
+CLASS_B_COLOR = "#0072B2"
+
+_STYLE = {
+    "figure.facecolor": "white",
+    "axes.facecolor": "white",
+    "axes.grid": True,
+    "grid.alpha": 0.25,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlesize": 13,
+    "axes.labelsize": 11,
+    "legend.frameon": False,
+    "font.size": 10,
+}
+
+
+@contextmanager
+def figure_style() -> Iterator[None]:
+    """Apply the library's matplotlib style inside the block."""
+    with matplotlib.rc_context(_STYLE):
+        yield
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
+
+
+def finish_figure(fig, save_path: str | Path | None, show: bool | None = None, formats: tuple[str, ...] = ("png",)):
+    """Display ``fig`` inline when asked (``None``: only inside a notebook), save it atomically, then close it.
+
+    Returns the path of the first saved format (or ``None`` when nothing was saved).
+    """
+    import matplotlib.pyplot as plt
+
+    if show or (show is None and _in_notebook()):
+        from IPython.display import display
+
+        display(fig)
+    first = None
+    if save_path is not None:
+        base = Path(save_path)
+        for fmt in formats:
+            target = base.with_suffix(f".{fmt}")
+            with atomic_path(target) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+            first = first or target
+    plt.close(fig)
+    return first

@@ -1,0 +1,246 @@
+"""Three-phase training: each fix of the original's defects has a test that fails on the original behaviour."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fastai.callback.core import Callback
+
+from tell_me_why.callbacks import CorruptionCallback
+from tell_me_why.checkpoints import CheckpointError, load_weights
+from tell_me_why.latent_figures import save_latent_pls_figure, save_latent_tsne_figure
+from tell_me_why.training import STATE_FILE, train_xaaenet
+
+PHASES = ("adversarial", "autoencoder", "classifier")
+LR_MAX = 3e-3
+
+
+class Probe(Callback):
+    """Records, for each fit (phase): groups changed, optimizer steps, learning rates, corruption seen."""
+
+    order = 100
+
+    def __init__(self):
+        self.fits: list[dict] = []
+
+    def before_fit(self):
+        groups = self.learn.model.parameter_groups()
+        self.current = {
+            "before": {g: [p.detach().clone() for p in ps] for g, ps in groups.items()},
+            "buffers": {n: b.clone() for n, b in self.learn.model.encoder.named_buffers()},
+            "steps": 0, "lrs": set(), "train_corrupted": [], "valid_clean": [],
+        }
+        self.fits.append(self.current)
+
+    def before_batch(self):
+        corruption = next((cb for cb in self.learn.cbs if isinstance(cb, CorruptionCallback)), None)
+        if corruption is None:
+            return
+        if self.training:
+            self.current["train_corrupted"].append(not torch.equal(self.learn.xb[0], corruption.clean))
+        else:
+            self.current["valid_clean"].append(torch.equal(self.learn.xb[0], corruption.clean))
+
+    def after_batch(self):
+        if self.training:
+            self.current["lrs"].update(round(h["lr"], 12) for h in self.learn.opt.hypers)
+
+    def after_step(self):
+        self.current["steps"] += 1
+
+    def after_fit(self):
+        groups = self.learn.model.parameter_groups()
+        self.current["changed"] = {
+            g: any(not torch.equal(a, p.detach()) for a, p in zip(self.current["before"][g], ps))
+            for g, ps in groups.items()
+        }
+        self.current["buffers_changed"] = any(
+            not torch.equal(self.current["buffers"][n], b) for n, b in self.learn.model.encoder.named_buffers()
+        )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, planted_root):
+    from tell_me_why.datasets import folder_dataloaders
+    from tell_me_why.model_aae import AAE
+
+    torch.manual_seed(0)
+    dls = folder_dataloaders(planted_root, size=64, bs=16, seed=3)
+    model = AAE(input_size=64, encoding_dims=16, encoder="resnet18", pretrained=False)
+    probe = Probe()
+    models_dir = tmp_path_factory.mktemp("run")
+    learn = train_xaaenet(
+        model, dls, epochs_adv=1, epochs_ae=1, epochs_classif=4, lr_max=LR_MAX, grad_accum=1, classif_class_weight=0.1,
+        models_dir=models_dir, seed=0, cbs=[probe],
+    )
+    return dict(learn=learn, probe=probe, dls=dls, model=model, models_dir=models_dir)
+
+
+def test_phases_two_and_three_train_every_group_and_not_the_critic(trained):
+    adversarial, autoencoder, classifier = trained["probe"].fits
+    assert adversarial["changed"]["critic"]  # the warm-up epoch trains the critic
+    assert {g for g, c in autoencoder["changed"].items() if c} == {"encoder", "latent", "decoder"}
+    assert {g for g, c in classifier["changed"].items() if c} == {"encoder", "latent", "decoder", "classifier"}
+
+
+def test_short_training_learns_the_planted_cue(trained):
+    history = trained["learn"].xaaenet_history[-1]
+    accuracy = np.array(history["values"])[:, history["metric_names"].index("accuracy")]
+    assert accuracy.max() >= 0.9
+
+
+def test_lr_max_is_used_in_every_phase(trained):
+    for fit in trained["probe"].fits:
+        assert max(fit["lrs"]) == pytest.approx(LR_MAX, rel=1e-6)
+    # Constant-rate phases give the encoder lr_max / lr_max_factor.
+    for fit in (trained["probe"].fits[0], trained["probe"].fits[2]):
+        assert min(fit["lrs"]) == pytest.approx(LR_MAX / 3, rel=1e-6)
+
+
+def test_corruption_only_touches_training_batches(trained):
+    autoencoder = trained["probe"].fits[1]
+    assert autoencoder["train_corrupted"] and all(autoencoder["train_corrupted"])
+    assert autoencoder["valid_clean"] and all(autoencoder["valid_clean"])
+
+
+def test_phase_three_keeps_the_epoch_with_the_best_validation_cross_entropy(trained):
+    history = trained["learn"].xaaenet_history[-1]
+    values = np.array(history["values"])
+    ce = values[:, history["metric_names"].index("classif_loss")]
+    assert history["monitor"] == "classif_loss"
+    assert history["best_epoch"] == int(np.argmin(ce))
+    # The reloaded weights are those of that epoch: the validation cross-entropy is reproduced.
+    learn = trained["learn"]
+    learn.model.eval()
+    with torch.no_grad():
+        batches = [(learn.model(xb), yb.as_subclass(torch.Tensor)) for xb, yb in learn.dls.valid]
+    logits, targets = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    reproduced = torch.nn.functional.cross_entropy(logits, targets).item()
+    assert reproduced == pytest.approx(ce.min(), rel=1e-3)
+
+
+def test_checkpoints_figures_state_and_latent_table(trained):
+    models_dir, dls, model = trained["models_dir"], trained["dls"], trained["model"]
+    for name in ("xaaenet_adv", "xaaenet_ae", "xaaenet_classif"):
+        assert (models_dir / f"{name}.safetensors").is_file()
+    for figure in ("tsne_xaaenet_adv.png", "tsne_xaaenet_ae.png", "pls_xaaenet_classif.png"):
+        assert (models_dir / figure).stat().st_size > 10_000
+    assert not list(models_dir.glob(".*.tmp"))
+    state = json.loads((models_dir / STATE_FILE).read_text())
+    assert list(state["phases"]) == list(PHASES)
+
+    table = pd.read_parquet(trained["learn"].latent_path)
+    assert list(table.columns[:4]) == ["path", "split", "label", "target"]
+    assert table.shape == (len(dls.train_ds) + len(dls.valid_ds), 4 + 16)
+    valid = table[table.split == "valid"]
+    assert list(valid.path) == [str(p) for p in dls.valid.items]
+    assert list(valid.label) == [p.parent.name for p in dls.valid.items]
+    train = table[table.split == "train"]
+    assert sorted(train.path) == sorted(str(p) for p in dls.train_ds.items)
+    model.eval()
+    with torch.no_grad():
+        xb, _ = dls.valid.one_batch()
+        z = model.encode(xb).numpy()
+    assert np.allclose(valid[[f"z_{i}" for i in range(16)]].to_numpy()[: len(z)], z, atol=1e-5)
+
+
+def test_frozen_encoder_stays_frozen_through_every_phase(planted_dls, small_model, tmp_path):
+    model = small_model(freeze_encoder=True)
+    probe = Probe()
+    train_xaaenet(model, planted_dls, epochs_adv=2, epochs_ae=1, epochs_classif=1, lr_max=1e-3, grad_accum=1,
+                  models_dir=tmp_path, save_tsne=False, save_pls=False, extract_latent=False, cbs=[probe])
+    assert len(probe.fits) == 3
+    for fit in probe.fits:
+        assert not fit["changed"]["encoder"] and not fit["buffers_changed"]
+    assert probe.fits[2]["changed"]["classifier"]
+
+
+def test_grad_accum_steps_once_every_k_batches(planted_dls, small_model, tmp_path):
+    probe = Probe()
+    learn = train_xaaenet(
+        small_model(), planted_dls, epochs_adv=1, epochs_ae=1, epochs_classif=2, grad_accum=2, lr_max=1e-3,
+        models_dir=tmp_path, save_tsne=False, save_pls=False, extract_latent=False, cbs=[probe],
+        classif_monitor="accuracy",
+    )
+    batches = len(planted_dls.train)
+    assert batches == 4
+    assert [fit["steps"] for fit in probe.fits] == [2, 2, 4]
+    history = learn.xaaenet_history[-1]
+    accuracy = np.array(history["values"])[:, history["metric_names"].index("accuracy")]
+    assert history["best_epoch"] == int(np.argmax(accuracy))
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptThirdPhase(Callback):
+    def __init__(self):
+        self.fits = 0
+
+    def before_fit(self):
+        self.fits += 1
+        if self.fits == 3:
+            raise Interrupt("stopped during phase 3")
+
+
+def test_resume_skips_finished_phases(planted_dls, small_model, tmp_path):
+    options = dict(epochs_adv=1, epochs_ae=1, epochs_classif=1, lr_max=1e-3, grad_accum=1, models_dir=tmp_path,
+                   save_tsne=False, save_pls=False, extract_latent=False)
+    with pytest.raises(Interrupt):
+        train_xaaenet(small_model(), planted_dls, cbs=[InterruptThirdPhase()], **options)
+    assert list(json.loads((tmp_path / STATE_FILE).read_text())["phases"]) == ["adversarial", "autoencoder"]
+    after_phase_two = small_model(seed=5)
+    load_weights(after_phase_two, tmp_path / "xaaenet_ae.safetensors")
+
+    probe = Probe()
+    fresh = small_model(seed=7)
+    learn = train_xaaenet(fresh, planted_dls, resume=True, cbs=[probe], **options)
+    assert len(probe.fits) == 1  # only the classifier phase ran
+    for before, expected in zip(probe.fits[0]["before"]["encoder"], after_phase_two.parameter_groups()["encoder"]):
+        assert torch.equal(before, expected.detach())
+    assert [h.get("resumed", False) for h in learn.xaaenet_history] == [True, True, False]
+
+
+def test_strict_loading_rejects_a_checkpoint_of_another_model(trained, small_model):
+    other = small_model(encoding_dims=8)
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_weights(other, trained["models_dir"] / "xaaenet_classif.safetensors")
+
+
+def test_bad_inputs_fail_before_any_work(planted_root, planted_dls, small_model, tmp_path):
+    from fastai.vision.all import CategoryBlock, DataBlock, ImageBlock, Normalize, Resize, imagenet_stats, parent_label
+    from fastai.vision.all import RandomSplitter, get_image_files
+
+    with pytest.raises(ValueError, match="classif_monitor"):
+        train_xaaenet(small_model(), planted_dls, classif_monitor="f1", models_dir=tmp_path)
+    with pytest.raises(ValueError, match="pls_target_class"):
+        train_xaaenet(small_model(), planted_dls, pls_target_class="dog", models_dir=tmp_path)
+    normalized = DataBlock(
+        blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label,
+        splitter=RandomSplitter(0.2, seed=0), item_tfms=Resize(64), batch_tfms=Normalize.from_stats(*imagenet_stats),
+    ).dataloaders(planted_root, bs=8, num_workers=0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        train_xaaenet(small_model(), normalized, models_dir=tmp_path)
+    assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_latent_figures_handle_tiny_validation_sets(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    assert save_latent_tsne_figure(rng.normal(size=(3, 8)), tmp_path / "t3.png", phase="adversarial") is None
+    assert "skipped" in capsys.readouterr().out
+    path = save_latent_tsne_figure(rng.normal(size=(6, 8)), tmp_path / "t6.png", phase="adversarial",
+                                   targets=np.array([0, 1] * 3), class_names=["a", "b"])
+    assert path.is_file()
+    z = rng.normal(size=(12, 8))
+    z[:6, 0] += 3
+    path = save_latent_pls_figure(z, np.array([1] * 6 + [0] * 6), tmp_path / "pls.png", class_names=["a", "b"],
+                                  target_class="b")
+    assert path.is_file()
+    import matplotlib.pyplot as plt
+
+    assert plt.get_fignums() == []
