@@ -28,17 +28,20 @@ def _subsample(n: int, max_points: int, random_state: int) -> np.ndarray:
     return np.sort(np.random.default_rng(random_state).choice(n, max_points, replace=False))
 
 
-def _scatter_by_class(ax, xy: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str] | None) -> None:
+def _scatter_by_class(
+    ax, xy: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str] | None, class_a: int = 1
+) -> None:
+    """Scatter points coloured by class; class index ``class_a`` gets the class-A colour."""
     size = 30 if len(xy) < 500 else 10
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=size, color="#555555", alpha=0.7, linewidths=0)
         return
     names = list(class_names) if class_names is not None else [str(c) for c in sorted(set(labels.tolist()))]
-    colours = [CLASS_B_COLOR, CLASS_A_COLOR]
+    colours = [CLASS_A_COLOR if index == class_a else CLASS_B_COLOR for index in range(len(names))]
     for index, name in enumerate(names):
         chosen = labels == index
         ax.scatter(
-            xy[chosen, 0], xy[chosen, 1], s=size, color=colours[index % 2], alpha=0.75, linewidths=0,
+            xy[chosen, 0], xy[chosen, 1], s=size, color=colours[index], alpha=0.75, linewidths=0,
             label=f"{name} (n={int(chosen.sum())})",
         )
     ax.legend(loc="best", markerscale=1.5)
@@ -55,8 +58,11 @@ def save_latent_tsne_figure(
     show: bool | None = None,
     targets=None,
     class_names: Sequence[str] | None = None,
+    target_class: str | None = None,
 ) -> Path | None:
     """Project ``z`` to 2-D with t-SNE and save a PNG, points coloured by class when ``targets`` are given.
+
+    ``target_class`` (class A, default the second class) gets the same colour as in the PLS figure.
 
     The perplexity is clipped to what the number of points allows; with fewer than 5 points the figure is
     skipped (a message says so) and ``None`` is returned.
@@ -77,7 +83,8 @@ def save_latent_tsne_figure(
     xy = TSNE(n_components=2, perplexity=used_perplexity, init="pca", random_state=random_state).fit_transform(z_np)
     with figure_style():
         fig, ax = plt.subplots(figsize=(7, 6))
-        _scatter_by_class(ax, xy, labels, class_names)
+        class_a = list(class_names).index(target_class) if class_names and target_class in class_names else 1
+        _scatter_by_class(ax, xy, labels, class_names, class_a)
         ax.set_title(f"Latent space after the {phase} phase (t-SNE)")
         ax.set_xlabel("t-SNE 1")
         ax.set_ylabel("t-SNE 2")
@@ -135,13 +142,14 @@ def save_latent_pls_figure(
     with figure_style():
         fig, ax = plt.subplots(figsize=(7, 6))
         _scatter_by_class(ax, scores, is_a.astype(int), ordered_names)
-        span = np.abs(scores[:, 0]).max()
         centre = scores.mean(axis=0)
+        head = centre[0] + 0.7 * (scores[:, 0].max() - centre[0])
         ax.annotate(
-            "", xy=(centre[0] + 0.6 * span, centre[1]), xytext=(centre[0], centre[1]),
-            arrowprops=dict(arrowstyle="->", color="black", lw=2),
+            "", xy=(head, centre[1]), xytext=(centre[0], centre[1]),
+            arrowprops=dict(arrowstyle="-|>", color="black", lw=2),
         )
-        ax.text(centre[0] + 0.62 * span, centre[1], f"toward {names[positive]}", va="center", fontsize=10)
+        ax.text(head, centre[1], f" toward {names[positive]}", va="bottom", ha="right", fontsize=10,
+                bbox=dict(facecolor="white", edgecolor="none", alpha=0.8))
         title = f"Decision direction in latent space (PLS){f' after the {phase} phase' if phase else ''}"
         ax.set_title(title)
         ax.set_xlabel(f"PLS 1 (toward {names[positive]}; in-sample r = {r_axis:.2f})")

@@ -302,7 +302,7 @@ def train_xaaenet(
             save_latent_tsne_figure(
                 z, models_dir / f"tsne_{fname}.png", phase=phase_key, encoding_dims=encoding_dims,
                 max_points=tsne_max_points, perplexity=tsne_perplexity, show=show_latent_figures,
-                targets=y, class_names=vocab,
+                targets=y, class_names=vocab, target_class=pls_target_class,
             )
         if phase_key == "classifier" and save_pls:
             z, y = _validation_latents(model, dls)

@@ -1,0 +1,77 @@
+"""The seed walkthrough (sections 1-3), unchanged except for the data source and pretrained=False."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.slow
+def test_walkthrough_training_and_latent_sections(planted_root, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the walkthrough writes to ./models
+    from fastai.vision.all import CategoryBlock, DataBlock, ImageBlock, RandomSplitter, Resize, get_image_files
+
+    # 1. Binary data (planted-cue images made in the test instead of PETS; the labelling rule is the seed's)
+    def pet_species(path):
+        """Cat breeds start with an uppercase letter in the PETS file names."""
+        return "cat" if path.name[0].isupper() else "dog"
+
+    pets_path = tmp_path / "pets"
+    pets_path.mkdir()
+    for path in get_image_files(planted_root):
+        name = path.name.capitalize() if path.parent.name == "present" else path.name
+        (pets_path / name).write_bytes(path.read_bytes())
+
+    # 2. Train an explainable model (seed code, 64 px instead of 300, pretrained=False)
+    pet_items = list(get_image_files(pets_path))[:400]
+    dblock = DataBlock(
+        blocks=(ImageBlock, CategoryBlock),
+        get_items=lambda _: pet_items,
+        splitter=RandomSplitter(valid_pct=0.2, seed=42),
+        get_y=pet_species,
+        item_tfms=Resize(64),
+    )
+    dls = dblock.dataloaders(pets_path, bs=16, num_workers=0)
+    assert list(dls.vocab) == ["cat", "dog"]
+    class_a_name = "cat"
+
+    from tell_me_why.model_aae import AAE
+    from tell_me_why.training import train_xaaenet
+
+    model = AAE(input_size=64, encoding_dims=128, pretrained=False)
+    learn = train_xaaenet(
+        model,
+        dls,
+        epochs_adv=1,
+        epochs_ae=1,
+        epochs_classif=2,
+        save_tsne=False,
+        save_pls=False,
+        extract_latent=True,
+        show_latent_figures=False,
+    )
+
+    # 3. Validation latent codes z and binary targets (seed code)
+    import numpy as np
+    import torch
+
+    @torch.no_grad()
+    def latent_and_targets_from_split(learn, ds_idx=1):
+        learn.model.eval()
+        z_parts, y_parts = [], []
+        for xb, yb in learn.dls[ds_idx]:
+            learn.model(xb)
+            z_parts.append(learn.model.z.detach().cpu())
+            y_parts.append(yb.cpu())
+        z = torch.cat(z_parts).numpy()
+        targets = torch.cat(y_parts).view(-1).numpy()
+        return z, targets
+
+    z_val, targets_val = latent_and_targets_from_split(learn, ds_idx=1)
+    target_score = (targets_val == learn.dls.vocab.o2i[class_a_name]).astype(np.float64)
+    image_paths = [str(p) for p in learn.dls.valid.items]
+
+    assert z_val.shape == (len(dls.valid_ds), 128)
+    assert len(image_paths) == len(z_val)
+    assert target_score.tolist() == [float(pet_species(p) == "cat") for p in learn.dls.valid.items]
+    assert (tmp_path / "models" / "xaaenet_classif.safetensors").is_file()
+    assert (tmp_path / "models" / "xaaenet_classif_latent.parquet").is_file()
