@@ -62,6 +62,8 @@ def main() -> None:
     dls = block.dataloaders(args.data, bs=args.bs, num_workers=0, path=args.work)
     images_per_epoch = len(dls.train) * args.bs + len(dls.valid_ds)
 
+    # Memory held before training starts (interpreter, torch, fastai, the dataloaders), to tell apart from training.
+    baseline_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     fit_times: list[float] = []
     original_fit = Learner.fit
 
@@ -90,6 +92,7 @@ def main() -> None:
             for phase, t in zip(PHASES, fit_times)
         },
         "peak_rss_mib": peak_mib,
+        "baseline_rss_mib": baseline_mib,
         "torch": torch.__version__,
     }
     print("RESULT " + json.dumps(result))

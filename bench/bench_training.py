@@ -86,6 +86,10 @@ def main() -> None:
     ratio = ours["peak_rss_mib"] / original["peak_rss_mib"]
     print(f"peak RSS: tmw-xai {original['peak_rss_mib']:.0f} MiB, ours {ours['peak_rss_mib']:.0f} MiB "
           f"(ours / original = {ratio:.2f})")
+    growth_a = original["peak_rss_mib"] - original["baseline_rss_mib"]
+    growth_b = ours["peak_rss_mib"] - ours["baseline_rss_mib"]
+    print(f"peak RSS above the pre-training baseline (imports, data): tmw-xai {growth_a:.0f} MiB, ours "
+          f"{growth_b:.0f} MiB (ours / original = {growth_b / growth_a:.2f})")
     out = HERE / "results" / "training.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"settings": vars(args), **results}, indent=2))
