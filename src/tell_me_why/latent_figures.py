@@ -148,8 +148,8 @@ def save_latent_pls_figure(
             "", xy=(head, centre[1]), xytext=(centre[0], centre[1]),
             arrowprops=dict(arrowstyle="-|>", color="black", lw=2),
         )
-        ax.text(head, centre[1], f" toward {names[positive]}", va="bottom", ha="right", fontsize=10,
-                bbox=dict(facecolor="white", edgecolor="none", alpha=0.8))
+        ax.annotate(f"toward {names[positive]}", xy=(head, centre[1]), xytext=(0, 6), textcoords="offset points",
+                    ha="right", va="bottom", fontsize=10)
         title = f"Decision direction in latent space (PLS){f' after the {phase} phase' if phase else ''}"
         ax.set_title(title)
         ax.set_xlabel(f"PLS 1 (toward {names[positive]}; in-sample r = {r_axis:.2f})")
