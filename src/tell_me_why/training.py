@@ -319,8 +319,8 @@ def train_xaaenet(
     phase = _Phase(1, "adversarial", adv_fname, epochs_adv, learn, lambda c: learn.fit(epochs_adv, lr=lr, cbs=c),
                    "prior_gap", True, patience, [switch])
     history.append(_run_phase(phase, models_dir, state, resume, shared_cbs))
-    if epochs_adv > 0 and "modes" not in history[-1]:
-        history[-1]["modes"] = list(switch.modes)
+    if not history[-1].get("resumed"):
+        history[-1]["modes"] = list(switch.modes)  # generator/critic mode of each epoch
     model.decode, model.gen_train = True, True
     figure_after("adversarial", adv_fname)
 
