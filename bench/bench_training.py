@@ -19,22 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _venvs import ensure_original_venv
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TMW_VENV = HERE / ".venv-tmw"
-TORCH_SPEC = ["torch==2.14.1", "torchvision==0.29.1"]
-
-
-def ensure_original_venv() -> Path:
-    python = TMW_VENV / "bin" / "python"
-    probe = [str(python), "-c", "import tell_me_why.training, importlib.metadata as m; print(m.version('tmw-xai'))"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return python
-    print(f"Creating {TMW_VENV} with tmw-xai 0.0.2 (a few minutes, once)...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(TMW_VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *TORCH_SPEC], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "tmw-xai==0.0.2"], check=True)
-    return python
 
 
 def run_worker(python: Path, impl: str, data: Path, work: Path, args) -> dict:
