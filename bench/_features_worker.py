@@ -12,6 +12,7 @@ import sys
 import time
 
 import torch
+
 from tell_me_why.feature_scores import compute_feature_score_table
 
 ORIGINAL_SCORES = [

@@ -16,7 +16,15 @@ from pathlib import Path
 
 import torch
 from fastai.learner import Learner
-from fastai.vision.all import CategoryBlock, DataBlock, ImageBlock, RandomSplitter, Resize, get_image_files, parent_label
+from fastai.vision.all import (
+    CategoryBlock,
+    DataBlock,
+    ImageBlock,
+    RandomSplitter,
+    Resize,
+    get_image_files,
+    parent_label,
+)
 
 PHASES = ("adversarial", "autoencoder", "classifier")
 
@@ -24,6 +32,7 @@ PHASES = ("adversarial", "autoencoder", "classifier")
 def patch_original() -> None:
     """Make tmw-xai 0.0.2 run offline and do the intended work in phases 2-3."""
     import torchvision
+
     import tell_me_why.model_aae as original_model
     import tell_me_why.training as original_training
 

@@ -20,7 +20,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from _venvs import ensure_original_venv
 
 HERE = Path(__file__).resolve().parent

@@ -213,8 +213,17 @@ def test_strict_loading_rejects_a_checkpoint_of_another_model(trained, small_mod
 
 
 def test_bad_inputs_fail_before_any_work(planted_root, planted_dls, small_model, tmp_path):
-    from fastai.vision.all import CategoryBlock, DataBlock, ImageBlock, Normalize, Resize, imagenet_stats, parent_label
-    from fastai.vision.all import RandomSplitter, get_image_files
+    from fastai.vision.all import (
+        CategoryBlock,
+        DataBlock,
+        ImageBlock,
+        Normalize,
+        RandomSplitter,
+        Resize,
+        get_image_files,
+        imagenet_stats,
+        parent_label,
+    )
 
     with pytest.raises(ValueError, match="classif_monitor"):
         train_xaaenet(small_model(), planted_dls, classif_monitor="f1", models_dir=tmp_path)

@@ -67,9 +67,8 @@ def save_latent_tsne_figure(
     The perplexity is clipped to what the number of points allows; with fewer than 5 points the figure is
     skipped (a message says so) and ``None`` is returned.
     """
-    from sklearn.manifold import TSNE
-
     import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
 
     z_np = _as_numpy(z).astype(np.float64)
     keep = _subsample(len(z_np), max_points, random_state)
@@ -113,9 +112,8 @@ def save_latent_pls_figure(
     class). Points are coloured by class and an arrow shows the class-A direction. Skipped (``None``) with
     fewer than 5 points or a single class.
     """
-    from sklearn.cross_decomposition import PLSRegression
-
     import matplotlib.pyplot as plt
+    from sklearn.cross_decomposition import PLSRegression
 
     z_np = _as_numpy(z).astype(np.float64)
     labels = _as_numpy(targets).reshape(-1).astype(int)
