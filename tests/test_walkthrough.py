@@ -1,4 +1,4 @@
-"""The seed walkthrough (sections 1-3), unchanged except for the data source and pretrained=False."""
+"""The seed walkthrough (sections 1-4), unchanged except for the data source, image size and pretrained=False."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 
 @pytest.mark.slow
-def test_walkthrough_training_and_latent_sections(planted_root, monkeypatch, tmp_path):
+def test_walkthrough_end_to_end(planted_root, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # the walkthrough writes to ./models
     from fastai.vision.all import CategoryBlock, DataBlock, ImageBlock, RandomSplitter, Resize, get_image_files
 
@@ -75,3 +75,45 @@ def test_walkthrough_training_and_latent_sections(planted_root, monkeypatch, tmp
     assert target_score.tolist() == [float(pet_species(p) == "cat") for p in learn.dls.valid.items]
     assert (tmp_path / "models" / "xaaenet_classif.safetensors").is_file()
     assert (tmp_path / "models" / "xaaenet_classif_latent.parquet").is_file()
+
+    # 4. Feature score table (seed code; a few of the images stand in for the PETS sample)
+    from pathlib import Path
+
+    from tell_me_why.feature_scores import compute_feature_score_table
+
+    def format_feature_table(df):
+        """Drop full paths; show file names first (same layout as the Feature scores example)."""
+        out = df.copy()
+        out["image_name"] = out["Source_File_Path"].map(lambda path: Path(path).name)
+        out = out.drop(columns="Source_File_Path")
+        return out[["image_name", *[col for col in out.columns if col != "image_name"]]]
+
+    pet_images = pet_items[:8]
+    pets_scores = compute_feature_score_table(
+        pet_images,
+        score_names=[
+            "brightness",
+            "variance",
+            "redness_dominance",
+            "symmetry_error",
+            "fft_high_frequency_ratio",
+        ],
+        on_error="raise",
+    )
+    shown = format_feature_table(pets_scores).round(4)
+    assert list(shown.columns) == ["image_name", "brightness", "variance", "redness_dominance", "symmetry_error",
+                                   "fft_high_frequency_ratio"]
+    assert shown["image_name"].tolist() == [p.name for p in pet_images]
+
+    df_features = compute_feature_score_table(image_paths)
+    format_feature_table(df_features).round(4)
+    assert df_features["Source_File_Path"].tolist() == image_paths
+
+    # The interpretation the walkthrough points to
+    from tell_me_why.visualization import run_pls_feature_figures
+
+    result = run_pls_feature_figures(z_val, target_score, df_features, target_label=class_a_name,
+                                     save_dir=tmp_path / "figures", show=False, n_permutations=199)
+    assert len(result["importance_rank"]) == len(result["stats"]) >= 19
+    assert isinstance(result["axis"]["reliable"], bool)
+    assert (tmp_path / "figures" / "feature_importance_ranking.png").is_file()

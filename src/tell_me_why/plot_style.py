@@ -46,17 +46,33 @@ def _in_notebook() -> bool:
     return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
 
 
-def finish_figure(fig, save_path: str | Path | None, show: bool | None = None, formats: tuple[str, ...] = ("png",)):
-    """Display ``fig`` inline when asked (``None``: only inside a notebook), save it atomically, then close it.
+def _interactive_backend() -> bool:
+    import matplotlib.pyplot as plt
 
-    Returns the path of the first saved format (or ``None`` when nothing was saved).
+    return plt.get_backend().lower() not in {"agg", "pdf", "svg", "ps", "cairo", "pgf", "template"}
+
+
+def finish_figure(
+    fig,
+    save_path: str | Path | None,
+    show: bool | None = None,
+    formats: tuple[str, ...] = ("png",),
+    close: bool = True,
+):
+    """Display ``fig`` when asked (``None``: only inside a notebook), save it atomically, then close it.
+
+    Display means inline in a notebook, or a window under an interactive backend; under a file-only
+    backend (Agg) ``show`` does nothing. Returns the path of the first saved format (or ``None``).
     """
     import matplotlib.pyplot as plt
 
     if show or (show is None and _in_notebook()):
-        from IPython.display import display
+        if _in_notebook():
+            from IPython.display import display
 
-        display(fig)
+            display(fig)
+        elif _interactive_backend():
+            plt.show(block=False)
     first = None
     if save_path is not None:
         base = Path(save_path)
@@ -65,5 +81,6 @@ def finish_figure(fig, save_path: str | Path | None, show: bool | None = None, f
             with atomic_path(target) as tmp:
                 fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
             first = first or target
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     return first

@@ -1,0 +1,95 @@
+"""How each pixel cue lines up with the decision axis: signed r2, bootstrap interval, permutation p, BH q.
+
+A feature's p-value compares its correlation with the held-out axis against its correlations with the axes
+fitted on permuted labels (:func:`tell_me_why.decision_axis.fit_decision_axis`), so it accounts for the axis
+having been fitted to the labels. q-values control the false discovery rate over the features (Benjamini-
+Hochberg). A feature is called significant only when its q-value is below ``alpha`` *and* the axis is reliable:
+alignment with an axis that does not predict the label is not evidence about the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .decision_axis import AxisFit
+
+__all__ = ["benjamini_hochberg", "feature_axis_statistics", "STAT_COLUMNS"]
+
+STAT_COLUMNS = ("r", "r2_signed", "ci_low", "ci_high", "p_value", "q_value", "significant", "n")
+_BOOTSTRAP_CHUNK = 25
+
+
+def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values), in the input order."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    if m == 0:
+        return p
+    order = np.argsort(p)
+    scaled = p[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum.accumulate(scaled[::-1])[::-1]
+    q = np.empty(m)
+    q[order] = np.minimum(adjusted, 1.0)
+    return q
+
+
+def _correlations(columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Pearson correlation of every column of ``columns`` (n, K) with ``values`` (n,)."""
+    c = columns - columns.mean(0)
+    v = values - values.mean()
+    denominator = np.sqrt((c**2).sum(0) * (v**2).sum())
+    return np.where(denominator > 0, (c * v[:, None]).sum(0) / np.where(denominator > 0, denominator, 1.0), 0.0)
+
+
+def _bootstrap_signed_r2(
+    axis: np.ndarray, feature: np.ndarray, n_bootstrap: int, rng: np.random.Generator, level: float
+) -> tuple[float, float]:
+    draws = []
+    n = len(axis)
+    for start in range(0, n_bootstrap, _BOOTSTRAP_CHUNK):
+        index = rng.integers(0, n, (min(_BOOTSTRAP_CHUNK, n_bootstrap - start), n))
+        a, f = axis[index], feature[index]
+        a, f = a - a.mean(1, keepdims=True), f - f.mean(1, keepdims=True)
+        denominator = np.sqrt((a**2).sum(1) * (f**2).sum(1))
+        r = np.where(denominator > 0, (a * f).sum(1) / np.where(denominator > 0, denominator, 1.0), 0.0)
+        draws.append(np.sign(r) * r**2)
+    signed = np.concatenate(draws)
+    tail = (1 - level) / 2
+    low, high = np.quantile(signed, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def feature_axis_statistics(
+    axis: AxisFit,
+    features: pd.DataFrame,
+    *,
+    n_bootstrap: int = 1000,
+    alpha: float = 0.05,
+    confidence: float = 0.95,
+    random_state: int = 0,
+) -> pd.DataFrame:
+    """One row per feature column of ``features`` (rows aligned with the axis scores), ranked by |signed r2|.
+
+    Each feature uses the rows where it is finite. Columns: ``r`` (correlation with the held-out axis; positive
+    means the feature grows toward class A), ``r2_signed``, the bootstrap interval ``ci_low``/``ci_high`` of
+    the signed r2, the permutation ``p_value``, ``q_value``, ``significant`` (``q_value < alpha`` on a
+    reliable axis) and ``n``.
+    """
+    rng = np.random.default_rng(random_state)
+    rows = []
+    for name in features.columns:
+        values = features[name].to_numpy(dtype=np.float64)
+        finite = np.isfinite(values)
+        scores, permuted, values = axis.scores[finite], axis.permuted_scores[finite], values[finite]
+        r = float(_correlations(scores[:, None], values)[0])
+        permuted_r = _correlations(permuted, values)
+        p_value = float((1 + np.sum(np.abs(permuted_r) >= abs(r) - 1e-12)) / (1 + permuted.shape[1]))
+        ci_low, ci_high = _bootstrap_signed_r2(scores, values, n_bootstrap, rng, confidence)
+        rows.append({"feature": name, "r": r, "r2_signed": float(np.sign(r) * r**2), "ci_low": ci_low,
+                     "ci_high": ci_high, "p_value": p_value, "n": int(finite.sum())})
+    table = pd.DataFrame(rows, columns=["feature", "r", "r2_signed", "ci_low", "ci_high", "p_value", "n"])
+    table["q_value"] = benjamini_hochberg(table["p_value"].to_numpy())
+    table["significant"] = (table["q_value"] < alpha) & axis.reliable
+    order = np.argsort(-np.abs(table["r2_signed"].to_numpy()), kind="stable")
+    return table.iloc[order].set_index("feature")[list(STAT_COLUMNS)]
