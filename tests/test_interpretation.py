@@ -159,3 +159,22 @@ def test_figures_are_saved_as_png_and_svg_coloured_by_class_and_closed(tmp_path)
     first_panel = result["alignment_fig"].axes[0]
     colours = {to_hex(c.get_facecolor()[0]) for c in first_panel.collections}
     assert {CLASS_A_COLOR.lower(), CLASS_B_COLOR.lower()} <= colours
+
+
+@pytest.mark.parametrize("fit_on_training_latents", [False, True])
+def test_a_latent_space_organised_by_class_is_reliable_and_its_cue_significant(fit_on_training_latents):
+    """A trained model's latents: the class is their main structure, spread over every dimension. Axes refitted
+    on random labels find that direction too, so the tests must not lose their power there."""
+    rng = np.random.default_rng(5)
+    n, dims = 240, 32
+    label = (np.arange(n) % 2).astype(float)
+    z = 3.0 * np.outer(label - 0.5, rng.normal(size=dims)) + rng.normal(size=(n, dims))
+    features = pd.DataFrame({"cue": label + 0.5 * rng.normal(size=n), "unrelated": rng.normal(size=n)})
+    if fit_on_training_latents:
+        result = run_pls_feature_figures(z[120:], label[120:], features.iloc[120:], z_train=z[:120],
+                                         target_train=label[:120], **FAST)
+    else:
+        result = run_pls_feature_figures(z, label, features, **FAST)
+    assert result["axis"]["reliable"]
+    assert result["stats"].loc["cue", "significant"] and result["stats"].loc["cue", "r2_signed"] > 0
+    assert not result["stats"].loc["unrelated", "significant"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-__all__ = ["AxisFit", "fit_decision_axis", "standardise_columns", "pls_components"]
+__all__ = ["AxisFit", "fit_decision_axis", "standardise_columns", "pls_components", "columnwise_correlation"]
 
 
 def standardise_columns(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +61,7 @@ def pls_components(
     return scores
 
 
-def _columnwise_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def columnwise_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pearson correlation of each column of ``a`` with the matching column of ``b`` (or with a 1-D ``b``)."""
     if b.ndim == 1:
         b = b[:, None]
@@ -72,17 +72,16 @@ def _columnwise_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass
 class AxisFit:
-    """Held-out axis scores for the observed labels and for each label permutation.
+    """Held-out axis scores and how well they predict the label.
 
-    ``scores`` (N,) is PLS component 1 and ``second`` (N,) component 2, both held out; ``permuted_scores`` (N, P)
-    are the held-out component-1 scores of the fits on permuted labels. ``r`` is the held-out correlation of
-    the axis with the label, ``p_value`` its permutation p-value (one-sided: the axis is anchored toward class A),
-    ``reliable`` whether ``p_value < alpha``.
+    ``scores`` (N,) is PLS component 1 and ``second`` (N,) component 2, both held out. ``r`` is the held-out
+    correlation of the axis with the label; ``p_value`` compares it with ``permuted_r``, the same statistic for
+    axes refitted on permuted labels (one-sided: the axis is anchored toward class A); ``reliable`` is
+    ``p_value < alpha``.
     """
 
     scores: np.ndarray
     second: np.ndarray
-    permuted_scores: np.ndarray
     r: float
     p_value: float
     reliable: bool
@@ -126,7 +125,7 @@ def fit_decision_axis(
     alpha: float = 0.01,
     random_state: int = 0,
 ) -> AxisFit:
-    """Fit the decision axis of ``z`` (N, D) against ``target`` (N,) with held-out scores and permutations.
+    """Fit the decision axis of ``z`` (N, D) against ``target`` (N,): held-out scores and a permutation test.
 
     With ``z_train``/``target_train`` the axis is fitted on the training latents and applied to ``z``;
     otherwise each of ``n_splits`` stratified folds is scored by a fit on the others. The axis is
@@ -143,11 +142,15 @@ def fit_decision_axis(
         y_fit = _check_binary(target_train, "target_train")
         if z_fit.shape[1] != z.shape[1]:
             raise ValueError(f"z_train has {z_fit.shape[1]} dimensions, z has {z.shape[1]}.")
-        labels = np.column_stack([y_fit] + [rng.permutation(y_fit) for _ in range(n_permutations)])
+        # Permute training and evaluation labels together: under the null the labels say nothing about z, on
+        # either side. (Permuting only the training labels is not a null when z has class structure: axes
+        # fitted to random labels then still find the class direction and separate the true labels.)
+        pooled = np.concatenate([y_fit, y])
+        labels = np.column_stack([pooled] + [rng.permutation(pooled) for _ in range(n_permutations)])
         mean, std = standardise_columns(z_fit)
-        permuted = ((z - mean) / std) @ _first_weights((z_fit - mean) / std, labels)
+        scores_all = ((z - mean) / std) @ _first_weights((z_fit - mean) / std, labels[: len(y_fit)])
         two = pls_components(z_fit, y_fit, z)
-        evaluation_labels = np.repeat(y[:, None], n_permutations + 1, axis=1)
+        evaluation_labels = labels[len(y_fit) :]
         method = "fitted on the training latents"
     else:
         splits = min(n_splits, int(min((y == 0).sum(), (y == 1).sum())))
@@ -158,22 +161,21 @@ def fit_decision_axis(
         strata = y == y[0]
         folds = list(StratifiedKFold(splits, shuffle=True, random_state=random_state).split(z, strata))
         labels = np.column_stack([y] + [rng.permutation(y) for _ in range(n_permutations)])
-        permuted = np.empty((len(z), n_permutations + 1))
+        scores_all = np.empty((len(z), n_permutations + 1))
         two = np.empty((len(z), 2))
         for train_index, test_index in folds:
             mean, std = standardise_columns(z[train_index])
             x_train, x_test = (z[train_index] - mean) / std, (z[test_index] - mean) / std
-            permuted[test_index] = x_test @ _first_weights(x_train, labels[train_index])
+            scores_all[test_index] = x_test @ _first_weights(x_train, labels[train_index])
             two[test_index] = pls_components(z[train_index], y[train_index], z[test_index])
         evaluation_labels = labels
         method = f"cross-fitted, {splits}-fold"
-    correlations = _columnwise_correlation(permuted, evaluation_labels)
+    correlations = columnwise_correlation(scores_all, evaluation_labels)
     r, permuted_r = float(correlations[0]), correlations[1:]
     p_value = float((1 + np.sum(permuted_r >= r)) / (1 + n_permutations))
     return AxisFit(
-        scores=permuted[:, 0],
+        scores=scores_all[:, 0],
         second=two[:, 1],
-        permuted_scores=permuted[:, 1:],
         r=r,
         p_value=p_value,
         reliable=bool(p_value < alpha),

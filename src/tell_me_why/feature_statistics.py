@@ -1,10 +1,18 @@
 """How each pixel cue lines up with the decision axis: signed r2, bootstrap interval, permutation p, BH q.
 
-A feature's p-value compares its correlation with the held-out axis against its correlations with the axes
-fitted on permuted labels (:func:`tell_me_why.decision_axis.fit_decision_axis`), so it accounts for the axis
-having been fitted to the labels. q-values control the false discovery rate over the features (Benjamini-
-Hochberg). A feature is called significant only when its q-value is below ``alpha`` *and* the axis is reliable:
-alignment with an axis that does not predict the label is not evidence about the model.
+Two permutation tests, two questions:
+
+- Is there a decision axis at all? The axis is refitted on permuted labels
+  (:func:`tell_me_why.decision_axis.fit_decision_axis`); only an axis whose held-out scores predict the label
+  better than those refits is ``reliable``. This is what accounts for the axis having been fitted to the labels.
+- Does a feature line up with it? Its correlation with the held-out axis scores is compared with the
+  correlations after permuting the feature across images. (Refitting on permuted labels cannot answer this one:
+  in a latent space whose main structure is the class, axes fitted to random labels find the same direction, so
+  every feature would look no better than chance however strongly it tracks the decision.)
+
+q-values control the false discovery rate over the features (Benjamini-Hochberg). A feature is called
+significant only when its q-value is below ``alpha`` *and* the axis is reliable: alignment with an axis that does
+not predict the label is not evidence about the model.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .decision_axis import AxisFit
+from .decision_axis import AxisFit, columnwise_correlation
 
 __all__ = ["benjamini_hochberg", "feature_axis_statistics", "STAT_COLUMNS"]
 
@@ -32,14 +40,6 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     q = np.empty(m)
     q[order] = np.minimum(adjusted, 1.0)
     return q
-
-
-def _correlations(columns: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Pearson correlation of every column of ``columns`` (n, K) with ``values`` (n,)."""
-    c = columns - columns.mean(0)
-    v = values - values.mean()
-    denominator = np.sqrt((c**2).sum(0) * (v**2).sum())
-    return np.where(denominator > 0, (c * v[:, None]).sum(0) / np.where(denominator > 0, denominator, 1.0), 0.0)
 
 
 def _bootstrap_signed_r2(
@@ -64,6 +64,7 @@ def feature_axis_statistics(
     axis: AxisFit,
     features: pd.DataFrame,
     *,
+    n_permutations: int = 999,
     n_bootstrap: int = 1000,
     alpha: float = 0.05,
     confidence: float = 0.95,
@@ -77,14 +78,17 @@ def feature_axis_statistics(
     reliable axis) and ``n``.
     """
     rng = np.random.default_rng(random_state)
+    orders: dict[int, np.ndarray] = {}  # one set of permutations per row count, shared by the features
     rows = []
     for name in features.columns:
         values = features[name].to_numpy(dtype=np.float64)
         finite = np.isfinite(values)
-        scores, permuted, values = axis.scores[finite], axis.permuted_scores[finite], values[finite]
-        r = float(_correlations(scores[:, None], values)[0])
-        permuted_r = _correlations(permuted, values)
-        p_value = float((1 + np.sum(np.abs(permuted_r) >= abs(r) - 1e-12)) / (1 + permuted.shape[1]))
+        scores, values = axis.scores[finite], values[finite]
+        r = float(columnwise_correlation(scores[:, None], values)[0])
+        if len(values) not in orders:
+            orders[len(values)] = np.argsort(rng.random((n_permutations, len(values))), axis=1)
+        permuted_r = columnwise_correlation(values[orders[len(values)]].T, scores)
+        p_value = float((1 + np.sum(np.abs(permuted_r) >= abs(r) - 1e-12)) / (1 + n_permutations))
         ci_low, ci_high = _bootstrap_signed_r2(scores, values, n_bootstrap, rng, confidence)
         rows.append({"feature": name, "r": r, "r2_signed": float(np.sign(r) * r**2), "ci_low": ci_low,
                      "ci_high": ci_high, "p_value": p_value, "n": int(finite.sum())})

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from fastai.callback.core import Callback
@@ -50,7 +49,7 @@ __all__ = [
     "STATE_FILE",
 ]
 
-ExplainableModel = Union[AAE, EncoderWithAAEBlocks]
+ExplainableModel = AAE | EncoderWithAAEBlocks
 
 # Records which phases finished and where their weights are, for `resume=True`.
 STATE_FILE = "xaaenet_state.json"

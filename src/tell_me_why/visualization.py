@@ -3,7 +3,8 @@
 ``run_pls_feature_figures`` keeps the original call and returned keys (``alignment_fig``, ``importance_fig``,
 ``importance_rank``, ``alignment``) and adds ``stats`` (one row per feature) and ``axis`` (is the axis itself
 worth interpreting?). See :mod:`tell_me_why.decision_axis` and :mod:`tell_me_why.feature_statistics` for the
-method: a cross-fitted, sign-anchored PLS axis and permutation tests that refit it on permuted labels.
+method: a cross-fitted, sign-anchored PLS axis, a permutation test that refits it on permuted labels (is the
+axis real?) and per-feature permutation tests against its held-out scores (which cues line up with it?).
 """
 
 from __future__ import annotations
@@ -360,7 +361,8 @@ def run_pls_feature_figures(
         Training latents and labels: the axis is then fitted on them and applied to ``z``; without them it is
         cross-fitted over ``n_splits`` folds of ``z``.
     n_permutations, n_bootstrap
-        Label permutations for the p-values (each refits the axis) and bootstrap draws for the intervals.
+        Permutations for the p-values (of the labels, each refitting the axis, for the axis test; of each
+        feature for the feature tests) and bootstrap draws for the intervals.
     alpha, axis_alpha
         False discovery rate for ``significant`` features, and the level of the permutation test that makes the
         axis ``reliable`` (stricter by default: no feature is significant on an unreliable axis).
@@ -394,7 +396,8 @@ def run_pls_feature_figures(
         z_matrix, target, z_train=z_train_matrix, target_train=target_train, n_splits=n_splits,
         n_permutations=n_permutations, alpha=axis_alpha, random_state=random_state,
     )
-    stats = feature_axis_statistics(fit, features, n_bootstrap=n_bootstrap, alpha=alpha, random_state=random_state)
+    stats = feature_axis_statistics(fit, features, n_permutations=n_permutations, n_bootstrap=n_bootstrap,
+                                    alpha=alpha, random_state=random_state)
     axis = fit.as_dict()
     importance_rank = stats.index.tolist()
     features_z = _standardised(features[importance_rank])
