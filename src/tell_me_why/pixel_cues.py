@@ -2,7 +2,7 @@
 
 Every cue is a function ``cue(batch: ImageBatch) -> Tensor (B,)``; ``grey`` (G) and ``rgb`` (R, G, B) are in
 [0, 1] and ``var``/``std`` are unbiased unless the definition says otherwise. The first eleven cues are the original
-Tell Me Why scores with their names and definitions (see ``docs/feature_scores.md``); the others are
+Tell Me Why scores with their names and definitions (see ``docs/interpretation.md``); the others are
 cues practitioners use for colour, texture and sharpness.
 """
 
