@@ -10,9 +10,11 @@ Two permutation tests, two questions:
   in a latent space whose main structure is the class, axes fitted to random labels find the same direction, so
   every feature would look no better than chance however strongly it tracks the decision.)
 
-q-values control the false discovery rate over the features (Benjamini-Hochberg). A feature is called
-significant only when its q-value is below ``alpha`` *and* the axis is reliable: alignment with an axis that does
-not predict the label is not evidence about the model.
+A feature's ``p_value`` is the larger of the two (``p_alignment`` and the axis's p-value): an intersection-union
+test of "the axis is real *and* the feature lines up with it", so every feature p-value accounts for the axis
+having been fitted to the labels. q-values control the false discovery rate over the features (Benjamini-
+Hochberg). A feature is called significant only when its q-value is below ``alpha`` *and* the axis is reliable:
+alignment with an axis that does not predict the label is not evidence about the model.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .decision_axis import AxisFit, columnwise_correlation
 
 __all__ = ["benjamini_hochberg", "feature_axis_statistics", "STAT_COLUMNS"]
 
-STAT_COLUMNS = ("r", "r2_signed", "ci_low", "ci_high", "p_value", "q_value", "significant", "n")
+STAT_COLUMNS = ("r", "r2_signed", "ci_low", "ci_high", "p_alignment", "p_value", "q_value", "significant", "n")
 _BOOTSTRAP_CHUNK = 25
 
 
@@ -74,8 +76,9 @@ def feature_axis_statistics(
 
     Each feature uses the rows where it is finite. Columns: ``r`` (correlation with the held-out axis; positive
     means the feature grows toward class A), ``r2_signed``, the bootstrap interval ``ci_low``/``ci_high`` of
-    the signed r2, the permutation ``p_value``, ``q_value``, ``significant`` (``q_value < alpha`` on a
-    reliable axis) and ``n``.
+    the signed r2, ``p_alignment`` (feature permutations against the held-out scores), ``p_value`` (the larger
+    of ``p_alignment`` and the axis's label-permutation p-value), ``q_value``, ``significant``
+    (``q_value < alpha`` on a reliable axis) and ``n``.
     """
     rng = np.random.default_rng(random_state)
     orders: dict[int, np.ndarray] = {}  # one set of permutations per row count, shared by the features
@@ -88,11 +91,13 @@ def feature_axis_statistics(
         if len(values) not in orders:
             orders[len(values)] = np.argsort(rng.random((n_permutations, len(values))), axis=1)
         permuted_r = columnwise_correlation(values[orders[len(values)]].T, scores)
-        p_value = float((1 + np.sum(np.abs(permuted_r) >= abs(r) - 1e-12)) / (1 + n_permutations))
+        p_alignment = float((1 + np.sum(np.abs(permuted_r) >= abs(r) - 1e-12)) / (1 + n_permutations))
         ci_low, ci_high = _bootstrap_signed_r2(scores, values, n_bootstrap, rng, confidence)
         rows.append({"feature": name, "r": r, "r2_signed": float(np.sign(r) * r**2), "ci_low": ci_low,
-                     "ci_high": ci_high, "p_value": p_value, "n": int(finite.sum())})
-    table = pd.DataFrame(rows, columns=["feature", "r", "r2_signed", "ci_low", "ci_high", "p_value", "n"])
+                     "ci_high": ci_high, "p_alignment": p_alignment, "p_value": max(p_alignment, axis.p_value),
+                     "n": int(finite.sum())})
+    table = pd.DataFrame(rows, columns=["feature", "r", "r2_signed", "ci_low", "ci_high", "p_alignment", "p_value",
+                                        "n"])
     table["q_value"] = benjamini_hochberg(table["p_value"].to_numpy())
     table["significant"] = (table["q_value"] < alpha) & axis.reliable
     order = np.argsort(-np.abs(table["r2_signed"].to_numpy()), kind="stable")

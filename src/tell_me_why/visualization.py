@@ -375,7 +375,7 @@ def run_pls_feature_figures(
     -------
     dict with ``alignment_fig``, ``importance_fig``, ``importance_rank`` (features by decreasing |signed r2|),
     ``alignment`` (per feature: ``vector_xy``, ``r2_signed``, ``p_value`` (permutation), ``q_value``,
-    ``linregress_r``, ``significant``), ``stats`` (DataFrame: r, r2_signed, ci_low, ci_high, p_value, q_value,
+    ``linregress_r``, ``significant``), ``stats`` (DataFrame: r, r2_signed, ci_low, ci_high, p_alignment, p_value, q_value,
     significant, n) and ``axis`` (r, r2, p_value, reliable, method, n_permutations, alpha).
     """
     if n_permutations < 0 or n_bootstrap < 1:
