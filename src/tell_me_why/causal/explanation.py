@@ -1,0 +1,179 @@
+"""The result of a causal explanation: map, masks, target, confidence, settings, statistics, metrics and plots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..plot_style import figure_style, finish_figure
+from .extraction import dice, separate_by
+from .metrics import insertion_deletion, responsibility_entropy, robustness
+from .occlusion import Occluder
+
+__all__ = ["CausalExplanation"]
+
+_EXPLANATION_COLOURS = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+
+
+def _display_image(image: torch.Tensor) -> np.ndarray:
+    """(H, W, 3) or (H, W) in [0, 1] for imshow, whatever the input's range."""
+    array = image.detach().cpu().float().numpy()
+    low, high = array.min(), array.max()
+    array = (array - low) / (high - low) if high > low else np.zeros_like(array)
+    return array[0] if array.shape[0] == 1 else np.moveaxis(array[:3], 0, -1)
+
+
+def _resized(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A map resized (nearest for masks, bilinear for maps) to the displayed image's size."""
+    if values.shape == shape:
+        return values
+    tensor = torch.from_numpy(values.astype(np.float32))[None, None]
+    mode = "nearest" if values.dtype == bool else "bilinear"
+    kwargs = {} if mode == "nearest" else {"align_corners": False}
+    out = torch.nn.functional.interpolate(tensor, size=shape, mode=mode, **kwargs)[0, 0].numpy()
+    return out > 0.5 if values.dtype == bool else out
+
+
+@dataclass
+class CausalExplanation:
+    """A responsibility map and the explanations read off it, for one image and one target class.
+
+    ``responsibility`` (H, W) in [0, 1]; ``explanation`` the minimal sufficient pixel mask (H, W) bool (None when
+    no pixel set suffices, e.g. when the model predicts the target on a fully masked image); ``explanations``
+    all masks of a multiple-explanation search; ``contrastive`` the sufficient-and-necessary mask.
+    """
+
+    image: torch.Tensor
+    responsibility: np.ndarray
+    target: int
+    confidence: float
+    explanation: np.ndarray | None
+    explanations: list[np.ndarray] = field(default_factory=list)
+    contrastive: np.ndarray | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    _occluder: Occluder | None = field(default=None, repr=False)
+    _metrics: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def area(self) -> float:
+        return float(self.explanation.mean()) if self.explanation is not None else 0.0
+
+    def metrics(self, robustness_samples: int | None = None) -> dict[str, Any]:
+        """Area, responsibility entropy, insertion/deletion AUC (curves from zero pixels, x in [0, 1]) and
+        robustness over ``robustness_samples`` noisy copies (default: the settings' value)."""
+        samples = robustness_samples or self.settings.get("robustness_samples", 20)
+        if self._metrics is not None and self._metrics["robustness_samples"] == samples:
+            return self._metrics
+        if self._occluder is None:
+            raise RuntimeError("Metrics need the model: compute them before storing, or explain again.")
+        entropy, entropy_normalised = responsibility_entropy(self.responsibility)
+        curves = insertion_deletion(self._occluder, self.responsibility, self.settings.get("curve_steps", 50))
+        metrics = {
+            "area": self.area,
+            "entropy": entropy,
+            "entropy_normalised": entropy_normalised,
+            **{k: v for k, v in curves.items() if k.endswith("auc") or k.endswith("normalised")},
+            "robustness": (robustness(self._occluder, self.explanation, samples, self.settings.get("seed"))
+                           if self.explanation is not None else float("nan")),
+            "robustness_samples": samples,
+            "curves": {k: np.asarray(v).tolist() for k, v in curves.items() if not k.endswith(("auc", "normalised"))},
+        }
+        self._metrics = metrics
+        return metrics
+
+    def separate_by(self, overlap: float) -> list[np.ndarray]:
+        """The largest set of explanations whose pairwise Dice overlap is at most ``overlap``."""
+        masks = self.explanations or ([self.explanation] if self.explanation is not None else [])
+        return [masks[i] for i in separate_by(masks, overlap)]
+
+    def overlap(self) -> np.ndarray:
+        """Pairwise Dice overlaps of the multiple explanations."""
+        masks = self.explanations
+        return np.array([[dice(a, b) for b in masks] for a in masks])
+
+    # -- plots ------------------------------------------------------------------------------------------------
+
+    def _figure(self, ax):
+        import matplotlib.pyplot as plt
+
+        if ax is not None:
+            return ax.figure, ax
+        return plt.subplots(figsize=(5, 5))
+
+    def plot_overlay(self, ax=None, image: torch.Tensor | None = None, save_path: str | Path | None = None,
+                     show: bool | None = None):
+        """The image with everything outside the minimal explanation dimmed and the explanation outlined.
+
+        ``image``: a display version of the input (e.g. before normalisation, any size); the mask is resized to it.
+        """
+        with figure_style():
+            fig, ax = self._figure(ax)
+            shown = _display_image(self.image if image is None else image)
+            ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None)
+            if self.explanation is not None:
+                mask = _resized(self.explanation, shown.shape[:2])
+                ax.imshow(np.where(mask, np.nan, 0.0), cmap="gray", alpha=0.6, vmin=0, vmax=1)
+                ax.contour(mask, levels=[0.5], colors=[_EXPLANATION_COLOURS[0]], linewidths=1.5)
+                ax.set_title(f"Minimal sufficient explanation ({100 * self.area:.1f} % of pixels)")
+            else:
+                ax.set_title("No sufficient pixel set (nothing to explain)")
+            ax.axis("off")
+            ax.grid(False)
+        return self._finish(fig, ax, save_path, show)
+
+    def plot_heatmap(self, ax=None, image: torch.Tensor | None = None, save_path=None, show=None):
+        """The responsibility map over the image."""
+        with figure_style():
+            fig, ax = self._figure(ax)
+            shown = _display_image(self.image if image is None else image)
+            ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None)
+            heat = ax.imshow(_resized(self.responsibility, shown.shape[:2]), cmap="inferno", alpha=0.6, vmin=0,
+                             vmax=max(float(self.responsibility.max()), 1e-12))
+            fig.colorbar(heat, ax=ax, fraction=0.046, pad=0.04, label="responsibility")
+            ax.set_title(f"Responsibility for class {self.target} (p = {self.confidence:.2f})")
+            ax.axis("off")
+            ax.grid(False)
+        return self._finish(fig, ax, save_path, show)
+
+    def plot_surface(self, save_path=None, show=None):
+        """The responsibility landscape as a 3-D surface."""
+        import matplotlib.pyplot as plt
+
+        with figure_style():
+            fig = plt.figure(figsize=(6, 5))
+            ax = fig.add_subplot(projection="3d")
+            rows, cols = np.mgrid[: self.responsibility.shape[0], : self.responsibility.shape[1]]
+            ax.plot_surface(cols, rows, self.responsibility, cmap="inferno", linewidth=0, antialiased=True)
+            ax.set_xlabel("x")
+            ax.set_ylabel("y")
+            ax.set_zlabel("responsibility")
+            ax.invert_yaxis()
+            ax.set_title(f"Responsibility landscape, class {self.target}")
+        return self._finish(fig, ax, save_path, show)
+
+    def plot_multiple(self, ax=None, image: torch.Tensor | None = None, save_path=None, show=None):
+        """Every explanation of a multiple-explanation search, one colour each."""
+        with figure_style():
+            fig, ax = self._figure(ax)
+            shown = _display_image(self.image if image is None else image)
+            ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None)
+            masks = self.explanations or ([self.explanation] if self.explanation is not None else [])
+            for index, mask in enumerate(masks):
+                colour = _EXPLANATION_COLOURS[index % len(_EXPLANATION_COLOURS)]
+                ax.contour(_resized(mask, shown.shape[:2]), levels=[0.5], colors=[colour], linewidths=1.5)
+            ax.set_title(f"{len(masks)} explanation(s)")
+            ax.axis("off")
+            ax.grid(False)
+        return self._finish(fig, ax, save_path, show)
+
+    @staticmethod
+    def _finish(fig, ax, save_path, show):
+        if save_path is not None or show is not None:
+            finish_figure(fig, save_path, show, close=save_path is not None)
+        return ax

@@ -1,0 +1,75 @@
+"""Class probabilities from any classifier, in batches, counting forward passes and model calls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["Predictor"]
+
+_PROBABILITY_TOLERANCE = 1e-4
+
+
+class Predictor:
+    """Wrap an ``nn.Module`` or a callable so that ``predictor(images) -> probabilities (N, C)``.
+
+    The model may return logits or probabilities (``output="auto"`` tells them apart: rows in [0, 1] that sum to
+    1 are probabilities), with a single logit per image (a sigmoid binary head: class 1 has probability
+    sigmoid(logit)), two logits, or many classes. Images go through the model in chunks of ``batch_size``;
+    ``forward_passes`` counts images and ``model_calls`` counts calls.
+    """
+
+    def __init__(self, model: torch.nn.Module | Callable, batch_size: int = 256, output: str = "auto") -> None:
+        if output not in ("auto", "logits", "probabilities"):
+            raise ValueError(f"output must be 'auto', 'logits' or 'probabilities', got {output!r}.")
+        if not callable(model):
+            raise TypeError(f"model must be an nn.Module or a callable, got {type(model).__name__}.")
+        self.model = model
+        self.batch_size = batch_size
+        self.output = output
+        self.forward_passes = 0
+        self.model_calls = 0
+        self._is_probability: bool | None = None
+        parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+        self.device = parameter.device if parameter is not None else torch.device("cpu")
+
+    def _to_probabilities(self, raw: torch.Tensor) -> torch.Tensor:
+        raw = torch.as_tensor(raw).float()
+        if raw.ndim == 1:
+            raw = raw[:, None]
+        if raw.ndim != 2:
+            raise ValueError(f"The model must return (N, classes) scores, got shape {tuple(raw.shape)}.")
+        if self._is_probability is None:  # decided once, on the first outputs seen, so that chunks agree
+            looks_like_probabilities = bool(
+                raw.min() >= 0 and raw.max() <= 1
+                and (raw.shape[1] == 1
+                     or torch.allclose(raw.sum(1), torch.ones(len(raw)), atol=_PROBABILITY_TOLERANCE))
+            )
+            self._is_probability = self.output == "probabilities" or (
+                self.output == "auto" and looks_like_probabilities
+            )
+        is_probability = self._is_probability
+        if raw.shape[1] == 1:
+            positive = raw[:, 0] if is_probability else torch.sigmoid(raw[:, 0])
+            return torch.stack([1 - positive, positive], 1)
+        return raw if is_probability else torch.softmax(raw, 1)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities (N, C) on the CPU for images (N, C, H, W)."""
+        outputs = []
+        module = self.model if isinstance(self.model, torch.nn.Module) else None
+        was_training = module.training if module is not None else False
+        if module is not None:
+            module.eval()
+        try:
+            for start in range(0, len(images), self.batch_size):
+                chunk = images[start : start + self.batch_size].to(self.device)
+                outputs.append(self._to_probabilities(self.model(chunk)).cpu())
+                self.forward_passes += len(chunk)
+                self.model_calls += 1
+        finally:
+            if module is not None:
+                module.train(was_training)
+        return torch.cat(outputs) if outputs else torch.zeros(0, 2)

@@ -1,0 +1,193 @@
+"""Causal responsibility explanations on a planted-evidence task (a CNN trained in the test), and controls."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+
+from tell_me_why.causal import CausalExplainer, CausalSettings, ResultsStore
+from tell_me_why.toy_models import planted_evidence_images, train_small_cnn
+
+
+@pytest.fixture(scope="module")
+def planted():
+    model = train_small_cnn(planted_evidence_images(800, 64, seed=0), epochs=3)
+    test = planted_evidence_images(60, 64, seed=1)
+    with torch.no_grad():
+        accuracy = (model(test.images).argmax(1) == test.labels).float().mean().item()
+    assert accuracy >= 0.95, "the planted task must be learnt for the explanation test to mean anything"
+    positives = [i for i in range(len(test.labels)) if test.labels[i] == 1][:20]
+    return model, test, positives
+
+
+@pytest.fixture(scope="module")
+def explained(planted):
+    model, test, positives = planted
+    explainer = CausalExplainer(model, iterations=10, seed=0)
+    return explainer.explain(test.images[positives])
+
+
+def test_map_points_at_the_square_and_the_explanation_lies_inside_it(planted, explained):
+    _, test, positives = planted
+    hits, inside = 0, []
+    for index, result in zip(positives, explained):
+        square = test.square_mask(index)
+        peak = np.unravel_index(np.argmax(result.responsibility), square.shape)
+        hits += bool(square[peak])
+        assert result.explanation is not None and result.target == 1
+        inside.append((result.explanation & square).sum() / result.explanation.sum())
+    assert hits >= 0.9 * len(positives)
+    assert np.median(inside) >= 0.8
+
+
+def test_insertion_beats_deletion_and_metrics_are_finite(explained):
+    for result in explained[:5]:
+        metrics = result.metrics()
+        assert metrics["insertion_auc"] > metrics["deletion_auc"] + 0.5
+        assert np.isfinite(metrics["entropy"]) and 0 < metrics["entropy_normalised"] <= 1
+        assert metrics["area"] < 0.05
+        curves = metrics["curves"]
+        assert curves["fractions"][0] == 0.0 and curves["fractions"][-1] == 1.0
+        assert curves["insertion_curve"][-1] == pytest.approx(result.confidence, abs=1e-5)
+        assert 0.0 <= metrics["robustness"] <= 1.0
+
+
+def test_the_landscape_is_batched(explained):
+    stats = explained[0].stats
+    assert stats["forward_passes"] > 20 * stats["model_calls"]
+    assert stats["landscape_forward_passes"] <= 10 * 14 * 10 + 2
+
+
+def test_a_model_that_ignores_its_input_gets_a_flat_map_and_no_explanation():
+    class Constant(torch.nn.Module):
+        def forward(self, x):
+            return torch.tensor([[0.0, 3.0]]).repeat(len(x), 1)
+
+    result = CausalExplainer(Constant(), iterations=5).explain(torch.rand(1, 32, 32))
+    assert np.ptp(result.responsibility) == 0
+    assert result.explanation is None
+    assert "no pixel is a cause" in result.stats["note"]
+
+
+def test_same_seed_same_result_and_batch_size_does_not_matter(planted):
+    model, test, positives = planted
+    image = test.images[positives[0]]
+    a = CausalExplainer(model, iterations=4, seed=3, batch_size=256).explain(image)
+    b = CausalExplainer(model, iterations=4, seed=3, batch_size=7).explain(image)
+    c = CausalExplainer(model, iterations=4, seed=4, batch_size=256).explain(image)
+    np.testing.assert_allclose(a.responsibility, b.responsibility)
+    np.testing.assert_array_equal(a.explanation, b.explanation)
+    assert b.stats["model_calls"] > a.stats["model_calls"]
+    assert not np.array_equal(a.responsibility, c.responsibility)
+
+
+def test_single_logit_sigmoid_heads_and_probability_outputs(planted):
+    model, test, positives = planted
+
+    class SingleLogit(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            logits = self.inner(x)
+            return (logits[:, 1] - logits[:, 0])[:, None]
+
+    image = test.images[positives[0]]
+    two = CausalExplainer(model, iterations=3, seed=1).explain(image)
+    one = CausalExplainer(SingleLogit(), iterations=3, seed=1).explain(image)
+    probabilities = CausalExplainer(lambda x: torch.softmax(model(x), 1), iterations=3, seed=1).explain(image)
+    assert one.target == two.target == probabilities.target == 1
+    np.testing.assert_allclose(one.responsibility, two.responsibility)
+    np.testing.assert_allclose(probabilities.responsibility, two.responsibility)
+
+
+def test_spatial_multiple_and_contrastive_strategies(planted):
+    model, test, positives = planted
+    image = test.images[positives[1]]
+    square = test.square_mask(positives[1])
+    spatial = CausalExplainer(model, iterations=5, strategy="spatial", spatial_radius=4).explain(image)
+    assert spatial.explanation is not None and (spatial.explanation & square).sum() > 0
+    multi = CausalExplainer(model, iterations=5, strategy="multi", spotlights=4, spatial_radius=4).explain(image)
+    assert 1 <= len(multi.explanations) <= 4
+    kept = multi.separate_by(0.0)
+    assert all((a & b).sum() == 0 for i, a in enumerate(kept) for b in kept[i + 1 :])
+    contrastive = CausalExplainer(model, iterations=5, strategy="contrastive").explain(image)
+    assert contrastive.contrastive is not None
+    hidden = torch.where(torch.from_numpy(contrastive.contrastive), torch.zeros(()), image)
+    with torch.no_grad():
+        assert model(hidden[None]).argmax(1).item() == 0  # necessary: removing it changes the decision
+
+
+def test_settings_from_toml_and_keywords_are_validated_alike(tmp_path):
+    config = tmp_path / "rex.toml"
+    config.write_text("[causal]\niterations = 7\n[explanation]\nchunk_size = 5\n")
+    assert CausalSettings.from_toml(config).iterations == 7
+    assert CausalExplainer(torch.nn.Identity(), config=config).settings.chunk_size == 5
+    (tmp_path / "bad.toml").write_text("[causal]\niteration = 7\n")
+    with pytest.raises(ValueError, match=r"'iteration'.*valid settings.*'iterations'"):
+        CausalSettings.from_toml(tmp_path / "bad.toml")
+    with pytest.raises(ValueError, match=r"'iteration'.*valid settings"):
+        CausalExplainer(torch.nn.Identity(), iteration=7)
+    (tmp_path / "range.toml").write_text("iterations = 0\n")
+    with pytest.raises(ValueError, match="iterations must be an integer >= 1"):
+        CausalSettings.from_toml(tmp_path / "range.toml")
+    with pytest.raises(ValueError, match="iterations must be an integer >= 1"):
+        CausalSettings(iterations=0)
+    with pytest.raises(ValueError, match="max_forward_passes"):
+        CausalSettings(queue_len="all")
+
+
+def test_work_budget_caps_the_forward_passes(planted):
+    model, test, positives = planted
+    result = CausalExplainer(model, iterations=10, max_forward_passes=200).explain(test.images[positives[0]])
+    assert result.stats["landscape_forward_passes"] <= 200 and result.stats["budget_exhausted"]
+
+
+def _write_rows(path, rows):
+    from tell_me_why.causal.explanation import CausalExplanation
+
+    store = ResultsStore(path)
+    for i in range(rows):
+        store.add(CausalExplanation(torch.zeros(1, 8, 8), np.full((8, 8), i, float), 1, 0.9,
+                                    np.eye(8, dtype=bool), stats={"seconds": 0.1}), with_metrics=False)
+
+
+def test_results_store_round_trip_and_concurrent_writers(tmp_path, explained):
+    path = tmp_path / "results.sqlite"
+    store = ResultsStore(path)
+    store.add(explained[0])
+    table = store.to_pandas()
+    assert len(table) == 1 and table.loc[0, "target"] == 1
+    np.testing.assert_allclose(table.loc[0, "responsibility"], explained[0].responsibility, atol=1e-6)
+    np.testing.assert_array_equal(table.loc[0, "masks"]["explanation"], explained[0].explanation)
+    assert table.loc[0, "metrics"]["insertion_auc"] == pytest.approx(explained[0].metrics()["insertion_auc"])
+    assert table.loc[0, "settings"]["iterations"] == 10
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_write_rows, args=(path, 10)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert all(worker.exitcode == 0 for worker in workers)
+    assert len(ResultsStore(path)) == 31
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_plots_work_for_any_display_size(tmp_path, explained):
+    import matplotlib.pyplot as plt
+
+    result = explained[0]
+    large = torch.nn.functional.interpolate(result.image[None], size=(200, 200))[0]
+    result.plot_overlay(image=large, save_path=tmp_path / "overlay.png")
+    result.plot_heatmap(image=large, save_path=tmp_path / "heatmap.png")
+    result.plot_surface(save_path=tmp_path / "surface.png")
+    result.plot_multiple(save_path=tmp_path / "multiple.png")
+    for name in ("overlay", "heatmap", "surface", "multiple"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 5000
+    assert plt.get_fignums() == []
