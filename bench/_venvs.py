@@ -7,18 +7,28 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TMW_VENV = HERE / ".venv-tmw"
 TORCH_SPEC = ["torch==2.14.1", "torchvision==0.29.1"]
 
 
-def ensure_original_venv() -> Path:
-    """Python of bench/.venv-tmw with torch, torchvision and tmw-xai 0.0.2 from PyPI."""
-    python = TMW_VENV / "bin" / "python"
-    probe = [str(python), "-c", "import tell_me_why.training, importlib.metadata as m; print(m.version('tmw-xai'))"]
+def _ensure_venv(folder: Path, requirement: str, distribution: str, probe_module: str) -> Path:
+    """Python of ``folder``, a venv with torch and torchvision first (from this machine's disk), then
+    ``requirement``; created once, reused while ``probe_module`` imports."""
+    python = folder / "bin" / "python"
+    probe = [str(python), "-c", f"import {probe_module}, importlib.metadata as m; print(m.version('{distribution}'))"]
     if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return python
-    print(f"Creating {TMW_VENV} with tmw-xai 0.0.2 (a few minutes, once)...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(TMW_VENV)], check=True)
+    print(f"Creating {folder} with {requirement} (a few minutes, once)...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", *TORCH_SPEC], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "tmw-xai==0.0.2"], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", requirement], check=True)
     return python
+
+
+def ensure_original_venv() -> Path:
+    """bench/.venv-tmw: the original Tell Me Why, tmw-xai 0.0.2."""
+    return _ensure_venv(HERE / ".venv-tmw", "tmw-xai==0.0.2", "tmw-xai", "tell_me_why.training")
+
+
+def ensure_rex_venv() -> Path:
+    """bench/.venv-rex: the reference causal explainer, rex-xai 0.4.1."""
+    return _ensure_venv(HERE / ".venv-rex", "rex-xai==0.4.1", "rex-xai", "rex_xai.explanation.rex")

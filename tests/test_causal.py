@@ -27,7 +27,7 @@ def planted():
 @pytest.fixture(scope="module")
 def explained(planted):
     model, test, positives = planted
-    explainer = CausalExplainer(model, iterations=10, seed=0)
+    explainer = CausalExplainer(model, iterations=10, seed=0, batch_size=64)
     return explainer.explain(test.images[positives])
 
 
@@ -140,6 +140,8 @@ def test_settings_from_toml_and_keywords_are_validated_alike(tmp_path):
         CausalSettings(iterations=0)
     with pytest.raises(ValueError, match="max_forward_passes"):
         CausalSettings(queue_len="all")
+    with pytest.raises(ValueError, match="batch_size"):
+        CausalSettings(batch_size="big")
 
 
 def test_work_budget_caps_the_forward_passes(planted):
@@ -191,3 +193,33 @@ def test_plots_work_for_any_display_size(tmp_path, explained):
     for name in ("overlay", "heatmap", "surface", "multiple"):
         assert (tmp_path / f"{name}.png").stat().st_size > 5000
     assert plt.get_fignums() == []
+
+
+@pytest.mark.parametrize("mask_value", ["min", "mean", 0.1])
+def test_every_mask_value_gives_an_explanation_on_the_square(planted, mask_value):
+    model, test, positives = planted
+    index = positives[2]
+    result = CausalExplainer(model, iterations=5, mask_value=mask_value).explain(test.images[index])
+    assert result.settings["mask_value"] == mask_value
+    peak = np.unravel_index(np.argmax(result.responsibility), (64, 64))
+    assert result.explanation is not None and test.square_mask(index)[peak]
+
+
+@pytest.mark.parametrize("mask_value", ["blur", "noise", 0.5])
+def test_a_mask_that_is_itself_evidence_is_reported_not_explained(planted, mask_value):
+    """This CNN fires on bright spots: a blur keeps a bright blob where the square was, bright noise or a 0.5
+    grey look like evidence. The fully masked image is then the target, so no pixel set is a cause, and the
+    result says so instead of inventing one."""
+    model, test, positives = planted
+    result = CausalExplainer(model, iterations=5, mask_value=mask_value).explain(test.images[positives[2]])
+    assert result.explanation is None and "no pixel is a cause" in result.stats["note"]
+
+
+def test_mask_image_replaces_hidden_pixels_and_is_checked(planted):
+    model, test, positives = planted
+    image = test.images[positives[0]]
+    background = test.images[[i for i in range(len(test.labels)) if test.labels[i] == 0][0]]
+    result = CausalExplainer(model, iterations=3, mask_image=background).explain(image)
+    assert result.explanation is not None
+    with pytest.raises(ValueError, match="mask_image has shape"):
+        CausalExplainer(model, iterations=3, mask_image=torch.zeros(1, 8, 8)).explain(image)

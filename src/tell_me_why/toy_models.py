@@ -32,14 +32,17 @@ class PlantedEvidence:
         return mask
 
 
-def planted_evidence_images(n: int, size: int = 64, seed: int = 0, bars: int = 2) -> PlantedEvidence:
-    """``n`` images, half positive: a bright square of side ``size/10``..``size/6`` (6-10 px at 64 px) somewhere,
-    ``bars`` bright bars (1 px x 1/4 of the side, random orientation) in every image, and Gaussian noise."""
+def planted_evidence_images(
+    n: int, size: int = 64, seed: int = 0, bars: int = 2, square_sides: tuple[int, int] = (6, 10),
+    bar_length: int = 16,
+) -> PlantedEvidence:
+    """``n`` images of ``size`` px, half positive: a bright square (side drawn in ``square_sides``) at a random
+    place; ``bars`` bright bars (1 x ``bar_length`` px, random orientation) in every image; Gaussian noise.
+    The same sizes at every image size keep the task the same (a CNN trained at 64 px works at 224 px)."""
     rng = np.random.default_rng(seed)
     images = np.clip(rng.normal(0.15, 0.05, (n, size, size)), 0, 1)
     labels = np.arange(n) % 2
     boxes = np.full((n, 4), -1, dtype=np.int64)
-    bar_length = max(4, size // 4)
     for i in range(n):
         for _ in range(bars):
             row, col = rng.integers(0, size - bar_length, 2)
@@ -48,7 +51,7 @@ def planted_evidence_images(n: int, size: int = 64, seed: int = 0, bars: int = 2
             else:
                 images[i, row : row + bar_length, col] = 0.9
         if labels[i]:
-            side = int(rng.integers(max(3, size // 10), max(4, size // 6) + 1))
+            side = int(rng.integers(square_sides[0], square_sides[1] + 1))
             top, left = rng.integers(0, size - side, 2)
             images[i, top : top + side, left : left + side] = 0.95
             boxes[i] = (top, left, top + side, left + side)

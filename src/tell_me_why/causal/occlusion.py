@@ -51,7 +51,7 @@ class Occluder:
     def probabilities(self, masks: torch.Tensor, invert: bool = False) -> torch.Tensor:
         """Class probabilities (N, C); ``invert`` hides the mask's pixels instead of showing them."""
         out = []
-        batch = self.predictor.batch_size
+        batch = self.predictor.chunk_size(masks.shape[-2:])
         for start in range(0, len(masks), batch):
             keep = masks[start : start + batch, None]
             if invert:

@@ -51,7 +51,7 @@ class CausalSettings:
     curve_steps: int = 50
     robustness_samples: int = 20
     # run
-    batch_size: int = 256
+    batch_size: int | str = "auto"
     seed: int | None = 0
     progress: bool = False
 
@@ -66,7 +66,8 @@ class CausalSettings:
         _check_int(self, "spotlight_expansions", minimum=0)
         _check_int(self, "curve_steps", minimum=2)
         _check_int(self, "robustness_samples", minimum=1)
-        _check_int(self, "batch_size", minimum=1)
+        if self.batch_size != "auto":
+            _check_int(self, "batch_size", minimum=1)
         if self.max_forward_passes is not None:
             _check_int(self, "max_forward_passes", minimum=1)
         if self.seed is not None:
