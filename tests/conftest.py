@@ -35,3 +35,19 @@ def small_model():
         return AAE(**options)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def planted_cnn():
+    """A small CNN trained on 64x64 planted-evidence images (a bright square decides the class), and a test set.
+
+    Returns ``(model, test, positives)``; the accuracy is checked so that explanation tests mean something."""
+    from tell_me_why.toy_models import planted_evidence_images, train_small_cnn
+
+    model = train_small_cnn(planted_evidence_images(800, 64, seed=0), epochs=3)
+    test = planted_evidence_images(60, 64, seed=1)
+    with torch.no_grad():
+        accuracy = (model(test.images).argmax(1) == test.labels).float().mean().item()
+    assert accuracy >= 0.95, "the planted task must be learnt for the explanation tests to mean anything"
+    positives = [i for i in range(len(test.labels)) if test.labels[i] == 1][:20]
+    return model, test, positives

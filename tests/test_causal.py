@@ -10,18 +10,11 @@ import pytest
 import torch
 
 from tell_me_why.causal import CausalExplainer, CausalSettings, ResultsStore
-from tell_me_why.toy_models import planted_evidence_images, train_small_cnn
 
 
 @pytest.fixture(scope="module")
-def planted():
-    model = train_small_cnn(planted_evidence_images(800, 64, seed=0), epochs=3)
-    test = planted_evidence_images(60, 64, seed=1)
-    with torch.no_grad():
-        accuracy = (model(test.images).argmax(1) == test.labels).float().mean().item()
-    assert accuracy >= 0.95, "the planted task must be learnt for the explanation test to mean anything"
-    positives = [i for i in range(len(test.labels)) if test.labels[i] == 1][:20]
-    return model, test, positives
+def planted(planted_cnn):
+    return planted_cnn
 
 
 @pytest.fixture(scope="module")

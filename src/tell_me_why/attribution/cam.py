@@ -1,0 +1,97 @@
+"""Grad-CAM and Grad-CAM++: activations captured by a forward hook, gradients by autograd.
+
+The hook hands the rest of the network a copy of the layer's output, so in-place operations after the layer
+(``ReLU(inplace=True)``) cannot corrupt the captured activation, and a module reused elsewhere is only captured
+at its last call. No backward hooks, no ``.grad`` fields.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import Attribution, resolve_targets, target_scores
+
+__all__ = ["GradCAM", "GradCAMPlusPlus", "default_cam_layer", "upsample"]
+
+
+def default_cam_layer(model: nn.Module, inputs: torch.Tensor) -> nn.Module:
+    """The module producing the last 4-D activation with a spatial size above 1x1 (the feature map before the
+    global pooling), among modules called once per forward."""
+    calls: dict[nn.Module, int] = {}
+    order: list[nn.Module] = []
+
+    def record(module, _inputs, output):
+        calls[module] = calls.get(module, 0) + 1
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
+            order.append(module)
+
+    handles = [m.register_forward_hook(record) for m in model.modules() if m is not model]
+    try:
+        with torch.no_grad():
+            model(inputs[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    candidates = [m for m in order if calls[m] == 1]
+    if not candidates:
+        raise ValueError("No 4-D activation found in the model; pass layer= explicitly.")
+    return candidates[-1]
+
+
+def upsample(cam: torch.Tensor, size) -> torch.Tensor:
+    """A (B, 1, h, w) map resized to ``size`` (H, W) bilinearly, for display over the image."""
+    return nn.functional.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class _CAM(Attribution):
+    def __init__(self, model: nn.Module, layer: nn.Module | None = None) -> None:
+        super().__init__(model)
+        self.layer = layer
+
+    def _activation_and_gradient(self, inputs, target):
+        layer = self.layer or default_cam_layer(self.model, inputs)
+        captured: list[torch.Tensor] = []
+
+        def keep(_module, _inputs, output):
+            captured.append(output)
+            return output.clone()
+
+        handle = layer.register_forward_hook(keep)
+        try:
+            with torch.enable_grad():
+                leaf = inputs.detach().clone().requires_grad_(True)  # a graph even when all weights are frozen
+                outputs = self.model(leaf)
+                targets = resolve_targets(outputs.detach(), target)
+                activation = captured[-1]
+                (gradient,) = torch.autograd.grad(target_scores(outputs, targets).sum(), activation)
+        finally:
+            handle.remove()
+        return activation.detach(), gradient
+
+    def _attribute(self, inputs, target, relu: bool = True, upsampled: bool = False):
+        activation, gradient = self._activation_and_gradient(inputs, target)
+        cam = (self._weights(activation, gradient) * activation).sum(1, keepdim=True)
+        cam = torch.relu(cam) if relu else cam
+        return upsample(cam, inputs.shape[-2:]) if upsampled else cam
+
+
+class GradCAM(_CAM):
+    """Grad-CAM: channel weights = spatial mean of the gradients; map = ReLU(sum_k w_k A_k), (B, 1, h, w)
+    at the layer's resolution (``upsampled=True`` for the input's size)."""
+
+    @staticmethod
+    def _weights(activation, gradient):
+        return gradient.mean(dim=(2, 3), keepdim=True)
+
+
+class GradCAMPlusPlus(_CAM):
+    """Grad-CAM++ in closed form (exponential score): a = g^2 / (2 g^2 + sum_ij(A) g^3), weights
+    w_k = sum_ij a relu(g)."""
+
+    @staticmethod
+    def _weights(activation, gradient):
+        g2, g3 = gradient**2, gradient**3
+        denominator = 2 * g2 + activation.sum(dim=(2, 3), keepdim=True) * g3
+        alpha = torch.where(denominator != 0, g2 / torch.where(denominator != 0, denominator, 1.0), 0.0)
+        return (alpha * torch.relu(gradient)).sum(dim=(2, 3), keepdim=True)
