@@ -32,3 +32,8 @@ def ensure_original_venv() -> Path:
 def ensure_rex_venv() -> Path:
     """bench/.venv-rex: the reference causal explainer, rex-xai 0.4.1."""
     return _ensure_venv(HERE / ".venv-rex", "rex-xai==0.4.1", "rex-xai", "rex_xai.explanation.rex")
+
+
+def ensure_gradcam_venv() -> Path:
+    """bench/.venv-gradcam: pytorch-grad-cam (PyPI ``grad-cam``), the usual Grad-CAM++ implementation."""
+    return _ensure_venv(HERE / ".venv-gradcam", "grad-cam==1.5.5", "grad-cam", "pytorch_grad_cam")

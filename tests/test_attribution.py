@@ -236,3 +236,132 @@ def test_cascading_randomisation_changes_the_maps(planted_cnn, tmp_path):
     figure = plot_method_comparison(images[0], {k: v[:1] for k, v in _planted_maps(model, images[:1]).items()},
                                     save_path=tmp_path / "compare.png")
     assert (tmp_path / "compare.png").stat().st_size > 5000 and len(figure.axes) == 4
+
+
+def _colour_task(n, seed):
+    """32x32 RGB noise with one 8x8 blob: red in class 1, blue in class 0."""
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0.0, 0.3, (n, 3, 32, 32)).astype(np.float32)
+    labels = np.arange(n) % 2
+    for i in range(n):
+        top, left = rng.integers(0, 24, 2)
+        images[i, 0 if labels[i] else 2, top : top + 8, left : left + 8] = 0.9
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def test_tcav_finds_a_planted_colour_concept_and_not_a_random_one():
+    from tell_me_why.attribution import TCAV
+    from tell_me_why.toy_models import SmallCNN
+
+    images, labels = _colour_task(400, seed=0)
+    torch.manual_seed(0)
+    model = SmallCNN(channels=3)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(3):
+        for start in range(0, 400, 32):
+            loss = nn.functional.cross_entropy(model(images[start : start + 32]), labels[start : start + 32])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    model.eval()
+    test_images, test_labels = _colour_task(60, seed=1)
+    assert (model(test_images).argmax(1) == test_labels).float().mean() > 0.95
+    rng = np.random.default_rng(2)
+    red = torch.zeros(30, 3, 32, 32)
+    red[:, 0] = torch.from_numpy(rng.uniform(0.7, 1.0, (30, 32, 32)).astype(np.float32))
+    random_images = torch.from_numpy(rng.uniform(0.0, 1.0, (200, 3, 32, 32)).astype(np.float32))
+    tcav = TCAV(model, model.features[-1])
+    class_one = test_images[test_labels == 1]
+    result = tcav.test(class_one, red, random_images, target=1, runs=8)
+    assert result.score > 0.8 and result.significant
+    assert 0.3 < result.random_scores.mean() < 0.7
+    other = tcav.test(class_one, random_images[:30], random_images[30:], target=1, runs=8)
+    assert not other.significant
+
+
+def test_attention_rollout_multiplies_later_layers_on_the_left():
+    from tell_me_why.attribution import AttentionRollout, attention_maps
+
+    torch.manual_seed(4)
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=3, num_heads=2,
+                                               hidden_dim=16, mlp_dim=32, num_classes=2).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        before = vit(x)
+    maps = attention_maps(vit, x)
+    with torch.no_grad():
+        assert torch.equal(vit(x), before)  # reading the weights does not change the model's output
+    assert len(maps) == 3 and maps[0].shape == (2, 2, 17, 17)
+    layers = [0.5 * a.mean(1) + 0.5 * torch.eye(17) for a in maps]
+    layers = [layer / layer.sum(-1, keepdim=True) for layer in layers]
+    expected = layers[2] @ layers[1] @ layers[0]
+    rollout = AttentionRollout(vit)
+    torch.testing.assert_close(rollout.rollout(maps), expected)
+    grid = rollout.attribute(x)
+    cls_row = expected[:, 0, 1:].reshape(2, 4, 4)
+    torch.testing.assert_close(grid, cls_row / cls_row.flatten(1).max(1).values.view(-1, 1, 1))
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in vit.modules())
+
+
+def test_shapley_sampling_is_efficient_and_exact_on_an_additive_model():
+    from tell_me_why.attribution import ShapleyValueSampling, patch_groups
+
+    torch.manual_seed(5)
+    additive = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 2))
+    x = torch.rand(2, 3, 16, 16)
+    values = ShapleyValueSampling(additive).attribute(x, target=1, groups=8, n_permutations=3)
+    groups = patch_groups(16, 16, 8)
+    weight = additive[1].weight[1].view(3, 16, 16)
+    for image, value in zip(x, values):
+        for g in range(4):
+            inside = groups == g
+            expected = (weight * image)[:, inside].sum()  # an additive model: each group's own contribution
+            assert torch.allclose(value[0][inside], expected.expand(int(inside.sum())), atol=1e-4)
+    model = _non_homogeneous_model()
+    values = ShapleyValueSampling(model).attribute(x, target=1, groups="superpixels", n_permutations=2)
+    with torch.no_grad():
+        change = model(x)[:, 1] - model(torch.zeros_like(x))[:, 1]
+    labels = [torch.unique(v[0]) for v in values]  # one value per superpixel, spread over its pixels
+    assert all(len(v) > 1 for v in labels)
+    from tell_me_why.attribution.shapley import superpixel_groups
+
+    for image, value, delta in zip(x, values, change):
+        group = superpixel_groups(image)
+        per_group = torch.stack([value[0][group == g][0] for g in torch.unique(group)])
+        assert per_group.sum().item() == pytest.approx(delta.item(), abs=1e-4)  # efficiency
+
+
+def test_activation_maximisation_draws_what_the_class_needs_and_deepdream_amplifies(planted_cnn):
+    from tell_me_why.attribution import ActivationMaximisation, DeepDream
+
+    model, test, positives = planted_cnn
+    before = {name: p.clone() for name, p in model.named_parameters()}
+    grads = {name: None if p.grad is None else p.grad.clone() for name, p in model.named_parameters()}
+    image, history = ActivationMaximisation(model, model.head, unit=1).generate(shape=(1, 1, 64, 64), steps=60,
+                                                                                lr=0.1)
+    with torch.no_grad():
+        probability = torch.softmax(model(image), 1)[0, 1].item()
+    assert history[-1] > history[0] and probability > 0.9
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    negative = test.images[[i for i in range(len(test.labels)) if test.labels[i] == 0][:1]]
+    dreamed = DeepDream(model, model.features[-1]).dream(negative, octaves=2, steps=5)
+    with torch.no_grad():
+        features = model.features
+        assert features(dreamed).pow(2).mean() > features(negative).pow(2).mean()
+    assert dreamed.shape == negative.shape and not torch.equal(dreamed, negative)
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name])
+        assert (p.grad is None and grads[name] is None) or torch.equal(p.grad, grads[name])
+
+
+def test_gradcam_on_xaaenet_uses_the_encoder_not_the_decoder(small_model):
+    """xAAEnet's decoder runs after its encoder but does not feed the logits: the default CAM layer must be the
+    encoder's last feature map, and the map must not be empty."""
+    model = small_model().eval()
+    x = torch.rand(2, 3, 64, 64)
+    layer = default_cam_layer(model, x)
+    encoder_modules = set(model.encoder.modules()) if hasattr(model, "encoder") else set()
+    assert layer in encoder_modules
+    cam = GradCAM(model).attribute(x, target=1, relu=False)
+    assert cam.abs().sum() > 0
+    assert IntegratedGradients(model).attribute(x, target=1, n_steps=4).abs().sum() > 0

@@ -216,3 +216,21 @@ def test_mask_image_replaces_hidden_pixels_and_is_checked(planted):
     assert result.explanation is not None
     with pytest.raises(ValueError, match="mask_image has shape"):
         CausalExplainer(model, iterations=3, mask_image=torch.zeros(1, 8, 8)).explain(image)
+
+
+def test_multi_class_models_are_explained_for_their_top_class():
+    class TopLeftBright(torch.nn.Module):
+        """Class 2 when the top-left quadrant is bright; classes 0 and 1 otherwise."""
+
+        def forward(self, x):
+            evidence = 20 * (x[:, :, :16, :16].mean(dim=(1, 2, 3)) - 0.25)
+            zeros = torch.zeros_like(evidence)
+            return torch.stack([zeros, zeros - 1, evidence], 1)
+
+    image = torch.zeros(1, 32, 32)
+    image[:, :16, :16] = 1.0
+    result = CausalExplainer(TopLeftBright(), iterations=5).explain(image)
+    assert result.target == 2
+    peak = np.unravel_index(np.argmax(result.responsibility), (32, 32))
+    assert peak[0] < 16 and peak[1] < 16
+    assert result.explanation[:16, :16].sum() >= 0.9 * result.explanation.sum()  # outside pixels equal the mask

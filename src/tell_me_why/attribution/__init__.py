@@ -8,16 +8,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .attention import AttentionRollout, attention_maps
 from .base import Attribution, eval_mode, resolve_targets, target_scores
 from .cam import GradCAM, GradCAMPlusPlus, default_cam_layer, upsample
+from .feature_visualisation import ActivationMaximisation, DeepDream
 from .gradient_shap import GradientShap
 from .gradients import InputXGradient, Saliency
 from .integrated_gradients import IntegratedGradients, quadrature
+from .shapley import ShapleyValueSampling, patch_groups, superpixel_groups
 from .smoothgrad import SmoothGrad
+from .tcav import TCAV, TCAVResult
 
 __all__ = [
     "Attribution", "Saliency", "InputXGradient", "IntegratedGradients", "SmoothGrad", "GradCAM", "GradCAMPlusPlus",
-    "GradientShap", "METHODS", "explain", "default_cam_layer", "upsample", "quadrature", "resolve_targets",
+    "GradientShap", "ShapleyValueSampling", "AttentionRollout", "attention_maps", "patch_groups",
+    "superpixel_groups", "ActivationMaximisation", "DeepDream", "TCAV", "TCAVResult", "METHODS", "explain", "default_cam_layer", "upsample", "quadrature", "resolve_targets",
     "target_scores", "eval_mode",
 ]
 
@@ -30,6 +35,7 @@ METHODS: dict[str, tuple[type[Attribution], tuple[str, ...]]] = {
     "gradcam": (GradCAM, ("layer",)),
     "gradcam++": (GradCAMPlusPlus, ("layer",)),
     "gradient_shap": (GradientShap, ()),
+    "shapley_sampling": (ShapleyValueSampling, ()),
 }
 
 

@@ -10,33 +10,42 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Attribution, resolve_targets, target_scores
+from .base import Attribution, eval_mode, resolve_targets, target_scores
 
 __all__ = ["GradCAM", "GradCAMPlusPlus", "default_cam_layer", "upsample"]
 
 
 def default_cam_layer(model: nn.Module, inputs: torch.Tensor) -> nn.Module:
-    """The module producing the last 4-D activation with a spatial size above 1x1 (the feature map before the
-    global pooling), among modules called once per forward."""
+    """The module producing the last 4-D activation with a spatial size above 1x1 that the model's output depends
+    on (the feature map before the global pooling), among modules called once per forward.
+
+    The dependency check (one backward pass) skips branches that do not feed the output, such as xAAEnet's
+    decoder, which runs after the encoder but does not lead to the logits.
+    """
     calls: dict[nn.Module, int] = {}
-    order: list[nn.Module] = []
+    found: list[tuple[nn.Module, torch.Tensor]] = []
 
     def record(module, _inputs, output):
         calls[module] = calls.get(module, 0) + 1
         if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
-            order.append(module)
+            found.append((module, output))
 
     handles = [m.register_forward_hook(record) for m in model.modules() if m is not model]
     try:
-        with torch.no_grad():
-            model(inputs[:1])
+        with eval_mode(model), torch.enable_grad():
+            leaf = inputs[:1].detach().clone().requires_grad_(True)
+            outputs = model(leaf)
+            candidates = [(m, t) for m, t in found if calls[m] == 1 and t.requires_grad]
+            if not candidates:
+                raise ValueError("No 4-D activation found in the model; pass layer= explicitly.")
+            gradients = torch.autograd.grad(outputs.sum(), [t for _, t in candidates], allow_unused=True)
     finally:
         for handle in handles:
             handle.remove()
-    candidates = [m for m in order if calls[m] == 1]
-    if not candidates:
-        raise ValueError("No 4-D activation found in the model; pass layer= explicitly.")
-    return candidates[-1]
+    feeding = [m for (m, _), g in zip(candidates, gradients) if g is not None]
+    if not feeding:
+        raise ValueError("The output depends on no 4-D activation; pass layer= explicitly.")
+    return feeding[-1]
 
 
 def upsample(cam: torch.Tensor, size) -> torch.Tensor:

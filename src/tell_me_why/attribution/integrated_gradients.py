@@ -34,8 +34,8 @@ def quadrature(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
 class IntegratedGradients(Attribution):
     """``(x - b) * sum_k w_k grad F(b + a_k (x - b))`` over quadrature nodes ``a_k`` with weights ``w_k``.
 
-    ``internal_batch_size`` caps how many interpolated images go through the model at once (memory); the
-    result does not depend on it. ``return_convergence_delta=True`` also returns the completeness residual
+    ``internal_batch_size`` (default 64; ``None``: all at once) caps how many interpolated images go through the
+    model at once, so memory does not grow with ``n_steps`` x batch; the result does not depend on it. ``return_convergence_delta=True`` also returns the completeness residual
     ``sum(attributions) - (F(x) - F(b))`` per image.
     """
 
@@ -46,7 +46,7 @@ class IntegratedGradients(Attribution):
         baselines: torch.Tensor | float | None = None,
         n_steps: int = 50,
         method: str = "gausslegendre",
-        internal_batch_size: int | None = None,
+        internal_batch_size: int | None = 64,
         return_convergence_delta: bool = False,
     ):
         inputs = inputs.detach()

@@ -1,0 +1,70 @@
+"""Attribution methods: time per image and peak memory, Tell Me Why against captum and pytorch-grad-cam.
+
+    .venv/bin/python bench/bench_attribution.py [--batch 8] [--size 224]
+
+Random-init torchvision resnet18, a batch of ``--batch`` images of ``--size`` px, 2 torch threads. Each
+(implementation, method) runs in its own process (``_attribution_worker.py``): captum in this venv (the test
+extra, from PyPI), pytorch-grad-cam (for Grad-CAM++) in bench/.venv-gradcam, created on first use. IG: 50
+Gauss-Legendre steps, both with an internal batch of 64; SmoothGrad: 25 samples, 8 per batch; GradientSHAP: 50
+samples from 10 random baselines (captum's has no internal batch: all samples at once). Prints seconds per image
+(best of 3 calls), the peak of private memory during the call, and the ratios; writes
+bench/results/attribution.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from _venvs import ensure_gradcam_venv
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "gradcam", "gradcam++",
+           "gradient_shap")
+
+
+def run(python: Path, impl: str, method: str, args) -> dict:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src"), "HOME": str(HERE)}
+    command = [str(python), str(HERE / "_attribution_worker.py"), impl, method, str(args.batch), str(args.size)]
+    completed = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    if completed.returncode != 0 or not lines:
+        return {"error": (completed.stderr or completed.stdout)[-500:]}
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    args = parser.parse_args()
+    gradcam_python = ensure_gradcam_venv()
+    ours_python = Path(sys.executable)
+    results = {}
+    for method in METHODS:
+        peer, peer_python = ("pytorch-grad-cam", gradcam_python) if method == "gradcam++" else ("captum", ours_python)
+        print(f"{method}...", flush=True)
+        results[method] = {"ours": run(ours_python, "ours", method, args), peer: run(peer_python, peer, method, args)}
+    print(f"\nresnet18, batch {args.batch}, {args.size} px, 2 torch threads")
+    print(f"{'method':<22}{'peer':<18}{'ours s/img':>11}{'peer s/img':>11}{'speed-up':>9}{'ours MiB':>10}"
+          f"{'peer MiB':>10}")
+    for method, pair in results.items():
+        peer = next(k for k in pair if k != "ours")
+        a, b = pair["ours"], pair[peer]
+        if "error" in a or "error" in b:
+            print(f"{method:<22}{peer:<18} error: {a.get('error') or b.get('error')}")
+            continue
+        print(f"{method:<22}{peer:<18}{a['seconds_per_image']:>11.3f}{b['seconds_per_image']:>11.3f}"
+              f"{b['seconds_per_image'] / a['seconds_per_image']:>8.2f}x{a['peak_mib']:>10.0f}{b['peak_mib']:>10.0f}")
+    out = HERE / "results" / "attribution.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"settings": vars(args), "results": results}, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Attention maps and attention rollout for vision transformers (torchvision ``VisionTransformer`` style).
+
+The attention weights are read from every ``nn.MultiheadAttention`` by asking it for per-head weights during the
+call (a forward pre-hook sets ``need_weights=True, average_attn_weights=False``; the module's output is the same),
+so no model code changes. Rollout (Abnar & Zuidema, 2020) multiplies the layers' residual-corrected attention
+matrices with **later layers on the left** (R = A_L ... A_2 A_1) and reads the CLS token's row over the patches.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .base import eval_mode
+
+__all__ = ["attention_maps", "AttentionRollout"]
+
+
+@torch.no_grad()
+def attention_maps(model: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
+    """Per-layer attention weights (B, heads, tokens, tokens), in call order."""
+    layers = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+    if not layers:
+        raise ValueError("The model has no nn.MultiheadAttention module.")
+    captured: list[torch.Tensor] = []
+
+    def ask_for_weights(_module, args, kwargs):
+        return args, {**kwargs, "need_weights": True, "average_attn_weights": False}
+
+    def keep(_module, _args, output):
+        captured.append(output[1].detach())
+
+    handles = [m.register_forward_pre_hook(ask_for_weights, with_kwargs=True) for m in layers]
+    handles += [m.register_forward_hook(keep) for m in layers]
+    try:
+        with eval_mode(model):
+            model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+class AttentionRollout:
+    """Attention rollout: ``attribute(inputs)`` returns (B, h, w) over the patch grid (CLS token's row).
+
+    ``head_fusion``: ``"mean"``, ``"max"`` or ``"min"`` over heads; ``discard_ratio`` zeroes that fraction of the
+    lowest attentions of each layer (never the CLS column); each layer is ``0.5 A + 0.5 I``, rows renormalised.
+    """
+
+    def __init__(self, model: nn.Module, head_fusion: str = "mean", discard_ratio: float = 0.0) -> None:
+        if head_fusion not in ("mean", "max", "min"):
+            raise ValueError(f"head_fusion must be 'mean', 'max' or 'min', got {head_fusion!r}.")
+        if not 0.0 <= discard_ratio < 1.0:
+            raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}.")
+        self.model, self.head_fusion, self.discard_ratio = model, head_fusion, discard_ratio
+
+    def rollout(self, attentions: list[torch.Tensor]) -> torch.Tensor:
+        """The (B, tokens, tokens) rollout of per-layer weights (B, heads, tokens, tokens)."""
+        result = None
+        for weights in attentions:
+            fused = weights.mean(1) if self.head_fusion == "mean" else getattr(weights, self.head_fusion)(1).values
+            if self.discard_ratio:
+                threshold = torch.quantile(fused.flatten(1), self.discard_ratio, dim=1).view(-1, 1, 1)
+                keep = fused >= threshold
+                keep[..., 0] = True  # never discard attention to the CLS token
+                fused = fused * keep
+            identity = torch.eye(fused.shape[-1], dtype=fused.dtype)
+            layer = 0.5 * fused + 0.5 * identity
+            layer = layer / layer.sum(-1, keepdim=True)
+            result = layer if result is None else layer @ result  # later layers on the left
+        return result
+
+    def attribute(self, inputs: torch.Tensor, target=None) -> torch.Tensor:
+        """CLS-to-patch rollout on the patch grid (B, h, w), normalised to max 1 per image (class-agnostic:
+        ``target`` is accepted for a uniform interface and ignored)."""
+        rolled = self.rollout(attention_maps(self.model, inputs))
+        patches = rolled[:, 0, 1:]
+        height, width = inputs.shape[-2:]
+        rows = round(math.sqrt(patches.shape[1] * height / width))
+        grid = patches.reshape(len(patches), rows, -1)
+        return grid / grid.flatten(1).max(1).values.clamp_min(1e-12).view(-1, 1, 1)
