@@ -12,39 +12,13 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 
 import torch
 import torchvision
+from _memory import AnonymousMemoryPeak
 
 SETTINGS = {"ig_steps": 50, "smoothgrad_samples": 25, "shap_samples": 50, "shap_baselines": 10}
-
-
-def rss_anon_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-class Peak:
-    def __init__(self) -> None:
-        self.value = rss_anon_mib()
-        self.running = True
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while self.running:
-            self.value = max(self.value, rss_anon_mib())
-            time.sleep(0.005)
-
-    def stop(self) -> float:
-        self.running = False
-        self.thread.join()
-        return max(self.value, rss_anon_mib())
 
 
 def ours(model, method):
@@ -98,8 +72,8 @@ def main() -> None:
     run = {"ours": ours, "captum": captum, "pytorch-grad-cam": pytorch_grad_cam}[impl](model, method)
     inputs = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(2))
     run(inputs[:1])
-    peak = Peak()
-    before = peak.value
+    peak = AnonymousMemoryPeak()
+    before = peak.start_mib
     times = []
     for repeat in range(3):
         start = time.perf_counter()

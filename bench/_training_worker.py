@@ -13,11 +13,11 @@ import argparse
 import json
 import resource
 import sys
-import threading
 import time
 from pathlib import Path
 
 import torch
+from _memory import AnonymousMemoryPeak
 from fastai.learner import Learner
 from fastai.vision.all import (
     CategoryBlock,
@@ -30,27 +30,6 @@ from fastai.vision.all import (
 )
 
 PHASES = ("adversarial", "autoencoder", "classifier")
-
-
-class AnonymousMemoryPeak:
-    """Peak of ``RssAnon`` (MiB) sampled every 10 ms in a daemon thread."""
-
-    def __init__(self) -> None:
-        self.peak_mib = self.current()
-        threading.Thread(target=self._sample, daemon=True).start()
-
-    @staticmethod
-    def current() -> float:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def _sample(self) -> None:
-        while True:
-            self.peak_mib = max(self.peak_mib, self.current())
-            time.sleep(0.01)
 
 
 def patch_original() -> None:
@@ -126,7 +105,7 @@ def main() -> None:
             for phase, t in zip(PHASES, fit_times)
         },
         "peak_rss_mib": peak_mib,
-        "peak_anon_mib": max(anonymous.peak_mib, anonymous.current()),
+        "peak_anon_mib": anonymous.stop(),
         "baseline_rss_mib": baseline_mib,
         "torch": torch.__version__,
     }

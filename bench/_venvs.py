@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,12 @@ def ensure_rex_venv() -> Path:
 def ensure_gradcam_venv() -> Path:
     """bench/.venv-gradcam: pytorch-grad-cam (PyPI ``grad-cam``), the usual Grad-CAM++ implementation."""
     return _ensure_venv(HERE / ".venv-gradcam", "grad-cam==1.5.5", "grad-cam", "pytorch_grad_cam")
+
+
+def run_json_worker(command: list[str], env: dict[str, str], cwd: Path | None = None, label: str = "worker"):
+    """Run a worker script and return the JSON it prints on its last ``RESULT `` line (errors show its output)."""
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    if completed.returncode != 0 or not lines:
+        raise RuntimeError(f"{label} failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])

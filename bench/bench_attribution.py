@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
-from _venvs import ensure_gradcam_venv
+from _venvs import ensure_gradcam_venv, run_json_worker
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -30,11 +29,10 @@ METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad",
 def run(python: Path, impl: str, method: str, args) -> dict:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src"), "HOME": str(HERE)}
     command = [str(python), str(HERE / "_attribution_worker.py"), impl, method, str(args.batch), str(args.size)]
-    completed = subprocess.run(command, capture_output=True, text=True, env=env)
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    if completed.returncode != 0 or not lines:
-        return {"error": (completed.stderr or completed.stdout)[-500:]}
-    return json.loads(lines[-1][len("RESULT "):])
+    try:
+        return run_json_worker(command, env, label=f"{impl} {method}")
+    except RuntimeError as error:  # one failing method should not hide the others' figures
+        return {"error": str(error)[-500:]}
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _venvs import ensure_rex_venv
+from _venvs import ensure_rex_venv, run_json_worker
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -37,11 +36,7 @@ from tell_me_why.toy_models import planted_evidence_images, train_small_cnn  # n
 def run_reference(python: Path, work: Path, iterations: int, threads: int) -> list[dict]:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "PYTHONPATH": str(ROOT / "src"), "TQDM_DISABLE": "1"}
     command = [str(python), str(HERE / "_causal_rex_worker.py"), str(work), str(iterations), str(threads)]
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=work)
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    if completed.returncode != 0 or not lines:
-        raise RuntimeError(f"rex-xai worker failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_json_worker(command, env, cwd=work, label="rex-xai worker")
 
 
 def run_ours(model, images: torch.Tensor, iterations: int) -> list[dict]:

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from _venvs import ensure_original_venv
+from _venvs import ensure_original_venv, run_json_worker
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -56,11 +55,7 @@ def run_worker(python: Path, paths_file: Path, repeats: int, ours: bool) -> dict
     if ours:
         env["PYTHONPATH"] = str(ROOT / "src")
     command = [str(python), str(HERE / "_features_worker.py"), str(paths_file), str(repeats)]
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=paths_file.parent)
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    if completed.returncode != 0 or not lines:
-        raise RuntimeError(f"worker failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_json_worker(command, env, cwd=paths_file.parent)
 
 
 def main() -> None:

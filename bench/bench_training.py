@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _venvs import ensure_original_venv
+from _venvs import ensure_original_venv, run_json_worker
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -41,11 +40,7 @@ def run_worker(python: Path, impl: str, data: Path, work: Path, args) -> dict:
     env = {"PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg", "HOME": str(work)}
     if impl == "ours":
         env["PYTHONPATH"] = str(ROOT / "src")
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=work)
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    if completed.returncode != 0 or not lines:
-        raise RuntimeError(f"{impl} worker failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_json_worker(command, env, cwd=work, label=f"{impl} worker")
 
 
 def main() -> None:
