@@ -19,6 +19,7 @@ from torch import nn
 
 from .attribution.base import eval_mode, resolve_targets
 from .attribution.cam import upsample
+from .plot_style import display_array
 
 __all__ = [
     "pixel_relevance",
@@ -184,13 +185,6 @@ def model_randomisation(
     return steps
 
 
-def _display(image: torch.Tensor) -> np.ndarray:
-    array = image.detach().cpu().float().numpy()
-    low, high = array.min(), array.max()
-    array = (array - low) / (high - low) if high > low else np.zeros_like(array)
-    return array[0] if array.shape[0] == 1 else np.moveaxis(array[:3], 0, -1)
-
-
 def plot_overlay(image: torch.Tensor, attribution: torch.Tensor, ax=None, title: str | None = None,
                  signed: bool = False, alpha: float = 0.55):
     """One map over its image (|map| in 'inferno', or signed in a diverging map); returns the axes."""
@@ -203,7 +197,7 @@ def plot_overlay(image: torch.Tensor, attribution: torch.Tensor, ax=None, title:
     with figure_style():
         if ax is None:
             _, ax = plt.subplots(figsize=(4, 4))
-        shown = _display(image)
+        shown = display_array(image)
         ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None)
         if signed:
             limit = max(float(np.abs(relevance).max()), 1e-12)
@@ -223,7 +217,7 @@ def plot_method_comparison(image: torch.Tensor, maps: dict[str, torch.Tensor], s
 
     with figure_style():
         fig, axes = plt.subplots(1, len(maps) + 1, figsize=(3.2 * (len(maps) + 1), 3.4), squeeze=False)
-        shown = _display(image)
+        shown = display_array(image)
         axes[0, 0].imshow(shown, cmap="gray" if shown.ndim == 2 else None)
         axes[0, 0].set_title("image")
         axes[0, 0].axis("off")

@@ -10,7 +10,7 @@ import matplotlib
 
 from .checkpoints import atomic_path
 
-__all__ = ["CLASS_A_COLOR", "CLASS_B_COLOR", "figure_style", "finish_figure"]
+__all__ = ["CLASS_A_COLOR", "CLASS_B_COLOR", "figure_style", "finish_figure", "display_array"]
 
 # Okabe-Ito palette: class A (the class the user names) vermillion, class B blue.
 CLASS_A_COLOR = "#D55E00"
@@ -84,3 +84,14 @@ def finish_figure(
     if close:
         plt.close(fig)
     return first
+
+
+def display_array(image):
+    """An image tensor (C, H, W), in any value range, as an array for ``imshow``: (H, W) for one channel,
+    (H, W, 3) otherwise, min-max scaled to [0, 1]."""
+    import numpy as np
+
+    array = image.detach().cpu().float().numpy()
+    low, high = array.min(), array.max()
+    array = (array - low) / (high - low) if high > low else np.zeros_like(array)
+    return array[0] if array.shape[0] == 1 else np.moveaxis(array[:3], 0, -1)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..plot_style import figure_style, finish_figure
+from ..plot_style import display_array, figure_style, finish_figure
 from .extraction import dice, separate_by
 from .metrics import insertion_deletion, responsibility_entropy, robustness
 from .occlusion import Occluder
@@ -17,14 +17,6 @@ from .occlusion import Occluder
 __all__ = ["CausalExplanation"]
 
 _EXPLANATION_COLOURS = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
-
-
-def _display_image(image: torch.Tensor) -> np.ndarray:
-    """(H, W, 3) or (H, W) in [0, 1] for imshow, whatever the input's range."""
-    array = image.detach().cpu().float().numpy()
-    low, high = array.min(), array.max()
-    array = (array - low) / (high - low) if high > low else np.zeros_like(array)
-    return array[0] if array.shape[0] == 1 else np.moveaxis(array[:3], 0, -1)
 
 
 def _resized(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -99,12 +91,16 @@ class CausalExplanation:
 
     # -- plots ------------------------------------------------------------------------------------------------
 
-    def _figure(self, ax):
+    def _image_axes(self, ax, image: torch.Tensor | None):
+        """A figure and axes (new unless ``ax``) showing the display image, with axis lines off; and the image."""
         import matplotlib.pyplot as plt
 
-        if ax is not None:
-            return ax.figure, ax
-        return plt.subplots(figsize=(5, 5))
+        fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 5))
+        shown = display_array(self.image if image is None else image)
+        ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None)
+        ax.axis("off")
+        ax.grid(False)
+        return fig, ax, shown
 
     def plot_overlay(self, ax=None, image: torch.Tensor | None = None, save_path: str | Path | None = None,
                      show: bool | None = None):
@@ -113,9 +109,7 @@ class CausalExplanation:
         ``image``: a display version of the input (e.g. before normalisation, any size); the mask is resized to it.
         """
         with figure_style():
-            fig, ax = self._figure(ax)
-            shown = _display_image(self.image if image is None else image)
-            ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None)
+            fig, ax, shown = self._image_axes(ax, image)
             if self.explanation is not None:
                 mask = _resized(self.explanation, shown.shape[:2])
                 ax.imshow(np.where(mask, np.nan, 0.0), cmap="gray", alpha=0.6, vmin=0, vmax=1)
@@ -123,22 +117,16 @@ class CausalExplanation:
                 ax.set_title(f"Minimal sufficient explanation ({100 * self.area:.1f} % of pixels)")
             else:
                 ax.set_title("No sufficient pixel set (nothing to explain)")
-            ax.axis("off")
-            ax.grid(False)
         return self._finish(fig, ax, save_path, show)
 
     def plot_heatmap(self, ax=None, image: torch.Tensor | None = None, save_path=None, show=None):
         """The responsibility map over the image."""
         with figure_style():
-            fig, ax = self._figure(ax)
-            shown = _display_image(self.image if image is None else image)
-            ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None)
+            fig, ax, shown = self._image_axes(ax, image)
             heat = ax.imshow(_resized(self.responsibility, shown.shape[:2]), cmap="inferno", alpha=0.6, vmin=0,
                              vmax=max(float(self.responsibility.max()), 1e-12))
             fig.colorbar(heat, ax=ax, fraction=0.046, pad=0.04, label="responsibility")
             ax.set_title(f"Responsibility for class {self.target} (p = {self.confidence:.2f})")
-            ax.axis("off")
-            ax.grid(False)
         return self._finish(fig, ax, save_path, show)
 
     def plot_surface(self, save_path=None, show=None):
@@ -160,16 +148,12 @@ class CausalExplanation:
     def plot_multiple(self, ax=None, image: torch.Tensor | None = None, save_path=None, show=None):
         """Every explanation of a multiple-explanation search, one colour each."""
         with figure_style():
-            fig, ax = self._figure(ax)
-            shown = _display_image(self.image if image is None else image)
-            ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None)
+            fig, ax, shown = self._image_axes(ax, image)
             masks = self.explanations or ([self.explanation] if self.explanation is not None else [])
             for index, mask in enumerate(masks):
                 colour = _EXPLANATION_COLOURS[index % len(_EXPLANATION_COLOURS)]
                 ax.contour(_resized(mask, shown.shape[:2]), levels=[0.5], colors=[colour], linewidths=1.5)
             ax.set_title(f"{len(masks)} explanation(s)")
-            ax.axis("off")
-            ax.grid(False)
         return self._finish(fig, ax, save_path, show)
 
     @staticmethod
