@@ -2,10 +2,12 @@
 
     python _attribution_worker.py IMPL METHOD BATCH SIZE
 
-IMPL is ``ours``, ``captum`` or ``pytorch-grad-cam``. The model is a random-init torchvision resnet18 (seed 0),
-the inputs a seeded batch. One warm-up call on one image, then three timed calls on the batch (the fastest is
-kept: this VM's timings vary by 20 % between runs). Memory: the peak of ``RssAnon`` during the first timed call
-minus its value just before (sampled every 5 ms). Prints ``RESULT {json}``.
+IMPL is ``ours``, ``captum``, ``pytorch-grad-cam`` (one implementation: its peak memory and time), or
+``ours+captum`` (time only: both in this process, calls alternated, so that both see the same machine state;
+this VM's speed drifts by 20 % between runs). The model is a random-init torchvision resnet18 (seed 0), the
+inputs a seeded batch. One warm-up call on one image, then timed calls on the batch (the fastest is kept).
+Memory: the peak of ``RssAnon`` during the first timed call minus its value just before (sampled every 5 ms).
+Prints ``RESULT {json}``.
 """
 
 from __future__ import annotations
@@ -69,20 +71,28 @@ def main() -> None:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
-    run = {"ours": ours, "captum": captum, "pytorch-grad-cam": pytorch_grad_cam}[impl](model, method)
+    factories = {"ours": ours, "captum": captum, "pytorch-grad-cam": pytorch_grad_cam}
+    names = impl.split("+")
+    runners = {name: factories[name](model, method) for name in names}
     inputs = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(2))
-    run(inputs[:1])
-    peak = AnonymousMemoryPeak()
-    before = peak.start_mib
-    times = []
-    for repeat in range(3):
+    for run in runners.values():
+        run(inputs[:1])
+    if len(runners) == 1:
+        (run,) = runners.values()
+        peak = AnonymousMemoryPeak()
         start = time.perf_counter()
         run(inputs)
-        times.append(time.perf_counter() - start)
-        if repeat == 0:
-            peak_mib = peak.stop() - before
-    print("RESULT " + json.dumps({"seconds_per_image": min(times) / batch, "all_seconds": times,
-                                  "peak_mib": peak_mib, "torch": torch.__version__}))
+        seconds = time.perf_counter() - start
+        result = {"seconds_per_image": seconds / batch, "peak_mib": peak.stop() - peak.start_mib}
+    else:
+        times = {name: [] for name in runners}
+        for _ in range(3):
+            for name, run in runners.items():
+                start = time.perf_counter()
+                run(inputs)
+                times[name].append(time.perf_counter() - start)
+        result = {name: {"seconds_per_image": min(t) / batch, "all_seconds": t} for name, t in times.items()}
+    print("RESULT " + json.dumps({**result, "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Grad-CAM and Grad-CAM++: activations captured by a forward hook, gradients by autograd.
 
-The hook hands the rest of the network a copy of the layer's output, so in-place operations after the layer
-(``ReLU(inplace=True)``) cannot corrupt the captured activation, and a module reused elsewhere is only captured
-at its last call. No backward hooks, no ``.grad`` fields.
+The hook hands the rest of the network a fresh leaf copy of the layer's output, so the backward pass only runs
+through the layers above it, in-place operations after the layer (``ReLU(inplace=True)``) cannot corrupt the
+captured activation, and frozen weights do not matter. No backward hooks, no ``.grad`` fields.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from torch import nn
 
 from .base import Attribution, eval_mode, resolve_targets, target_scores
 
-__all__ = ["GradCAM", "GradCAMPlusPlus", "default_cam_layer", "upsample"]
+__all__ = ["GradCAM", "GradCAMPlusPlus", "activation_and_gradient", "default_cam_layer", "upsample"]
 
 
 def default_cam_layer(model: nn.Module, inputs: torch.Tensor) -> nn.Module:
@@ -48,6 +48,32 @@ def default_cam_layer(model: nn.Module, inputs: torch.Tensor) -> nn.Module:
     return feeding[-1]
 
 
+def activation_and_gradient(model: nn.Module, layer: nn.Module, inputs: torch.Tensor, target):
+    """``layer``'s activation and the gradient of the target scores with respect to it.
+
+    The forward hook hands the rest of the network a fresh leaf copy of the activation: the backward pass stops
+    there (only the layers above it are differentiated, as in captum), it exists even when every weight is
+    frozen, and in-place operations after the layer (``ReLU(inplace=True)``) work on the copy.
+    """
+    captured: list[torch.Tensor] = []
+
+    def replace(_module, _inputs, output):
+        leaf = output.detach().clone().requires_grad_(True)
+        captured.append(leaf)
+        return leaf
+
+    handle = layer.register_forward_hook(replace)
+    try:
+        with eval_mode(model), torch.enable_grad():
+            outputs = model(inputs.detach())
+            targets = resolve_targets(outputs.detach(), target)
+            activation = captured[-1]
+            (gradient,) = torch.autograd.grad(target_scores(outputs, targets).sum(), activation)
+    finally:
+        handle.remove()
+    return activation.detach(), gradient
+
+
 def upsample(cam: torch.Tensor, size) -> torch.Tensor:
     """A (B, 1, h, w) map resized to ``size`` (H, W) bilinearly, for display over the image."""
     return nn.functional.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)
@@ -60,23 +86,7 @@ class _CAM(Attribution):
 
     def _activation_and_gradient(self, inputs, target):
         layer = self.layer or default_cam_layer(self.model, inputs)
-        captured: list[torch.Tensor] = []
-
-        def keep(_module, _inputs, output):
-            captured.append(output)
-            return output.clone()
-
-        handle = layer.register_forward_hook(keep)
-        try:
-            with torch.enable_grad():
-                leaf = inputs.detach().clone().requires_grad_(True)  # a graph even when all weights are frozen
-                outputs = self.model(leaf)
-                targets = resolve_targets(outputs.detach(), target)
-                activation = captured[-1]
-                (gradient,) = torch.autograd.grad(target_scores(outputs, targets).sum(), activation)
-        finally:
-            handle.remove()
-        return activation.detach(), gradient
+        return activation_and_gradient(self.model, layer, inputs, target)
 
     def _attribute(self, inputs, target, relu: bool = True, upsampled: bool = False):
         activation, gradient = self._activation_and_gradient(inputs, target)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import eval_mode, resolve_targets, target_scores
+from .base import eval_mode
+from .cam import activation_and_gradient
 
 __all__ = ["TCAV", "TCAVResult"]
 
@@ -39,24 +40,16 @@ class TCAV:
         self.model, self.layer = model, layer
 
     def _run(self, inputs: torch.Tensor, with_gradient: bool, target=None):
+        if with_gradient:
+            return activation_and_gradient(self.model, self.layer, inputs, target)[1].flatten(1)
         captured: list[torch.Tensor] = []
-
-        def keep(_module, _inputs, output):
-            captured.append(output)
-            return output.clone()
-
-        handle = self.layer.register_forward_hook(keep)
+        handle = self.layer.register_forward_hook(lambda _m, _i, output: captured.append(output.detach()))
         try:
-            with eval_mode(self.model), torch.set_grad_enabled(with_gradient):
-                leaf = inputs.detach().clone().requires_grad_(with_gradient)
-                outputs = self.model(leaf)
-                if not with_gradient:
-                    return captured[-1].detach().flatten(1)
-                targets = resolve_targets(outputs.detach(), target)
-                (gradient,) = torch.autograd.grad(target_scores(outputs, targets).sum(), captured[-1])
-                return gradient.flatten(1)
+            with eval_mode(self.model), torch.no_grad():
+                self.model(inputs)
         finally:
             handle.remove()
+        return captured[-1].flatten(1)
 
     def activations(self, images: torch.Tensor) -> np.ndarray:
         """The layer's activations (N, D), flattened."""
