@@ -7,7 +7,7 @@ channels, CAM maps (B, 1, h, w) are upsampled to the input size.
 
 from __future__ import annotations
 
-import copy
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -156,7 +156,8 @@ def model_randomisation(
 ) -> list[RandomisationStep]:
     """The sanity check of Adebayo et al.: re-initialise the model's layers from the output down (cascading) or
     one at a time (independent) and compare each explanation with the original. A method that explains the
-    model must change when the model does (low similarity); the original model is not modified (a copy is).
+    model must change when the model does (low similarity). The model is randomised in place and its saved
+    state is restored afterwards, also after an error.
 
     ``explain(model, inputs, targets)`` returns maps; the targets are the original model's predictions.
     """
@@ -169,19 +170,26 @@ def model_randomisation(
     layers = [(name, module) for name, module in model.named_modules()
               if any(p.requires_grad for p in module.parameters(recurse=False))][::-1]
     generator = torch.Generator().manual_seed(seed)
-    randomised = copy.deepcopy(model)
+    # Randomise in place and restore the saved state afterwards (deep copies fail on models that keep
+    # non-leaf tensors as attributes, like xAAEnet's z).
+    saved = {key: value.detach().clone() for key, value in model.state_dict().items()}
     steps = []
-    for name, _ in layers:
-        if not cascading:
-            randomised = copy.deepcopy(model)
-        module = dict(randomised.named_modules())[name]
-        with torch.no_grad():
-            for parameter in module.parameters(recurse=False):
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * parameter.std().clamp_min(1e-3))
-        maps = _normalised_abs(pixel_relevance(explain(randomised, inputs, targets), size))
-        rho = [spearmanr(a.ravel(), b.ravel()).statistic for a, b in zip(original, maps)]
-        ssim = [structural_similarity(a, b, data_range=1.0) for a, b in zip(original, maps)]
-        steps.append(RandomisationStep(name, float(np.nanmean(rho)), float(np.mean(ssim))))
+    try:
+        for name, module in layers:
+            if not cascading:
+                model.load_state_dict(saved)
+            with torch.no_grad():
+                for parameter in module.parameters(recurse=False):
+                    spread = parameter.std(correction=0).clamp_min(1e-3)
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * spread)
+            maps = _normalised_abs(pixel_relevance(explain(model, inputs, targets), size))
+            with warnings.catch_warnings():  # a constant map has no rank correlation: counted as 0
+                warnings.simplefilter("ignore")
+                rho = [np.nan_to_num(spearmanr(a.ravel(), b.ravel()).statistic) for a, b in zip(original, maps)]
+            ssim = [structural_similarity(a, b, data_range=1.0) for a, b in zip(original, maps)]
+            steps.append(RandomisationStep(name, float(np.mean(rho)), float(np.mean(ssim))))
+    finally:
+        model.load_state_dict(saved)
     return steps
 
 

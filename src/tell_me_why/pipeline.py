@@ -1,0 +1,304 @@
+"""The ``tmw run`` pipeline: data -> train -> features -> interpret -> explain -> report, in one run directory.
+
+Every step writes its outputs atomically and is recorded in ``run_state.json`` when it finishes, so running
+again on the same directory resumes after the last finished step (training itself resumes by phase).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .checkpoints import load_weights, write_json
+from .data_sources import LabelledImages, from_csv, from_filename_rule, from_folder
+
+__all__ = ["RunSettings", "Run", "STEPS"]
+
+STEPS = ("data", "train", "features", "interpret", "explain", "report")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a run depends on; written to ``settings.json`` in the run directory."""
+
+    data: str | None = None
+    data_format: str = "auto"  # auto | folder | csv | rule
+    label_rule: str = "pets"
+    path_column: str = "path"
+    label_column: str = "label"
+    on_unreadable: str = "skip"
+    class_a: str | None = None
+    size: int = 64
+    grey: bool | None = None  # None: grey for the embedded faces, colour otherwise
+    encoder: str = "resnet18"
+    pretrained: bool = False
+    encoding_dims: int = 32
+    batch_size: int = 16
+    valid_pct: float = 0.25
+    epochs_adv: int = 3
+    epochs_ae: int = 6
+    epochs_classif: int = 8
+    lr_max: float = 3e-3
+    classif_class_weight: float = 0.1
+    explain_images: int = 6
+    ig_steps: int = 32
+    causal_iterations: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.data_format not in ("auto", "folder", "csv", "rule"):
+            raise ValueError(f"data_format must be auto, folder, csv or rule, got {self.data_format!r}.")
+        if self.on_unreadable not in ("skip", "raise"):
+            raise ValueError(f"on_unreadable must be 'skip' or 'raise', got {self.on_unreadable!r}.")
+        for name in ("size", "encoding_dims", "batch_size", "explain_images", "ig_steps", "causal_iterations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if not 0 < self.valid_pct < 1:
+            raise ValueError(f"valid_pct must be in (0, 1), got {self.valid_pct}.")
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], source: str = "settings") -> RunSettings:
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise ValueError(f"Unknown setting(s) {unknown} in {source}; valid settings: {valid}.")
+        return cls(**values)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> RunSettings:
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+        try:
+            values = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ValueError(f"Cannot read settings from {str(path)!r}: {error}") from error
+        return cls.from_mapping({**values, **overrides}, source=str(path))
+
+
+class ClassifierView(nn.Module):
+    """xAAEnet as a plain classifier for the explainers: logits only, the decoder switched off."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        decode = getattr(self.model, "decode", None)
+        if decode is not None:
+            self.model.decode = False
+        try:
+            return self.model(x).as_subclass(torch.Tensor)
+        finally:
+            if decode is not None:
+                self.model.decode = decode
+
+
+class Run:
+    """A run directory and its steps; ``run_all()`` does what is left."""
+
+    def __init__(self, directory: str | Path, settings: RunSettings) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        saved = self.dir / "settings.json"
+        if saved.is_file():
+            previous = json.loads(saved.read_text())
+            if previous != asdict(settings):
+                changed = sorted(k for k in previous if previous.get(k) != asdict(settings).get(k))
+                raise ValueError(f"{self.dir} holds a run with other settings (differing: {changed}); use a new "
+                                 f"run directory, or the same settings to resume.")
+        write_json(saved, asdict(settings))
+        self.settings = settings
+        self.state_path = self.dir / "run_state.json"
+        self._dls = None
+        self._model = None
+
+    # -- state ------------------------------------------------------------------------------------------------
+
+    @property
+    def done(self) -> list[str]:
+        return json.loads(self.state_path.read_text())["done"] if self.state_path.is_file() else []
+
+    def _mark(self, step: str) -> None:
+        write_json(self.state_path, {"done": [s for s in STEPS if s in {*self.done, step}]})
+
+    def run_all(self, progress: bool = True) -> Path:
+        for step in STEPS:
+            if step in self.done:
+                print(f"[tmw] {step}: already done, skipped")
+                continue
+            print(f"[tmw] {step}...", flush=True)
+            getattr(self, f"step_{step}")()
+            self._mark(step)
+        return self.dir / "report.html"
+
+    # -- data and model ---------------------------------------------------------------------------------------
+
+    def _labelled(self) -> LabelledImages:
+        s = self.settings
+        if s.data is None:
+            from .datasets import write_lfw_subset
+
+            root = write_lfw_subset(self.dir / "embedded_data", size=s.size)
+            return from_folder(root, s.on_unreadable)
+        source = Path(s.data)
+        kind = s.data_format
+        if kind == "auto":
+            kind = "csv" if source.suffix.lower() == ".csv" else "folder"
+        if kind == "csv":
+            return from_csv(source, s.path_column, s.label_column, s.on_unreadable)
+        if kind == "rule":
+            return from_filename_rule(source, s.label_rule, s.on_unreadable)
+        return from_folder(source, s.on_unreadable)
+
+    @property
+    def grey(self) -> bool:
+        return self.settings.grey if self.settings.grey is not None else self.settings.data is None
+
+    @property
+    def class_a(self) -> str:
+        classes = json.loads((self.dir / "data.json").read_text())["classes"]
+        if self.settings.class_a is None:
+            return "face" if self.settings.data is None else classes[1]
+        if self.settings.class_a not in classes:
+            raise ValueError(f"class_a {self.settings.class_a!r} is not one of the classes {classes}.")
+        return self.settings.class_a
+
+    def dataloaders(self):
+        if self._dls is None:
+            table = pd.read_csv(self.dir / "data.csv")
+            data = LabelledImages([Path(p) for p in table["path"]], table["label"].tolist(), str(self.dir))
+            s = self.settings
+            self._dls = data.dataloaders(size=s.size, bs=s.batch_size, valid_pct=s.valid_pct, seed=s.seed,
+                                         grey=self.grey)
+        return self._dls
+
+    def model(self) -> nn.Module:
+        if self._model is None:
+            from .model_aae import AAE
+
+            s = self.settings
+            torch.manual_seed(s.seed)
+            # Weights come from the run's checkpoints once trained, so no download is needed to rebuild it.
+            model = AAE(input_size=s.size, input_channels=1 if self.grey else 3, encoding_dims=s.encoding_dims,
+                        encoder=s.encoder, pretrained=s.pretrained and "train" not in self.done)
+            checkpoint = self.dir / "models" / "xaaenet_classif.safetensors"
+            if "train" in self.done:
+                load_weights(model, checkpoint)
+            self._model = model
+        return self._model
+
+    # -- steps ------------------------------------------------------------------------------------------------
+
+    def step_data(self) -> None:
+        data = self._labelled()
+        data.to_frame().to_csv(self.dir / "data.csv", index=False)
+        write_json(self.dir / "data.json", {
+            "source": data.source, "classes": list(data.classes), "counts": data.counts(),
+            "skipped": [[str(p), reason] for p, reason in data.skipped],
+        })
+        print(f"[tmw] data: {data.counts()} from {data.source}; {len(data.skipped)} unreadable file(s) skipped")
+
+    def step_train(self) -> None:
+        from .training import train_xaaenet
+
+        s = self.settings
+        learn = train_xaaenet(
+            self.model(), self.dataloaders(), epochs_adv=s.epochs_adv, epochs_ae=s.epochs_ae,
+            epochs_classif=s.epochs_classif, lr_max=s.lr_max, classif_class_weight=s.classif_class_weight,
+            grad_accum=1, models_dir=self.dir / "models", pls_target_class=self.class_a, show_latent_figures=False,
+            latent_path=self.dir / "latents.parquet", resume=True, seed=s.seed,
+        )
+        write_json(self.dir / "training.json", learn.xaaenet_history)
+
+    def step_features(self) -> None:
+        from .checkpoints import atomic_path
+        from .feature_scores import compute_feature_score_table
+
+        table = compute_feature_score_table(pd.read_csv(self.dir / "data.csv")["path"].tolist(), on_error="nan")
+        with atomic_path(self.dir / "features.parquet") as tmp:
+            table.to_parquet(tmp, index=False)
+
+    def step_interpret(self) -> None:
+        from .visualization import run_pls_feature_figures
+
+        latents = pd.read_parquet(self.dir / "latents.parquet")
+        train, valid = latents[latents["split"] == "train"], latents[latents["split"] == "valid"]
+        features = pd.read_parquet(self.dir / "features.parquet")
+        class_a = self.class_a
+        result = run_pls_feature_figures(
+            valid, (valid["label"] == class_a).to_numpy(float), features, target_label=class_a,
+            positive_label=class_a, negative_label="other class", z_train=train,
+            target_train=(train["label"] == class_a).to_numpy(float), save_dir=self.dir / "interpretation",
+            show=False, random_state=self.settings.seed,
+        )
+        result["stats"].to_csv(self.dir / "interpretation" / "stats.csv")
+        write_json(self.dir / "interpretation" / "axis.json", result["axis"])
+
+    def _validation_batch(self):
+        dls = self.dataloaders()
+        paths = [Path(p) for p in dls.valid.items]
+        inputs, targets = [], []
+        for xb, yb in dls.test_dl(paths, with_labels=True):
+            inputs.append(xb.as_subclass(torch.Tensor).cpu())
+            targets.append(yb.as_subclass(torch.Tensor).cpu())
+        return paths, torch.cat(inputs), torch.cat(targets)
+
+    def step_explain(self) -> None:
+        from .attribution import GradCAM, IntegratedGradients
+        from .causal import CausalExplainer, ResultsStore
+        from .evaluation import deletion_insertion, model_randomisation
+        from .report_figures import save_gallery
+
+        classifier = ClassifierView(self.model()).eval()
+        paths, inputs, targets = self._validation_batch()
+        with torch.no_grad():
+            predicted = torch.cat([classifier(inputs[i : i + 32]).argmax(1) for i in range(0, len(inputs), 32)])
+        wrong = torch.nonzero(predicted != targets).flatten().tolist()
+        right = torch.nonzero(predicted == targets).flatten().tolist()
+        n = self.settings.explain_images
+        chosen = wrong[: n // 2] + right[: n - min(len(wrong), n // 2)]
+        chosen = chosen[:n]
+        images, labels, guesses = inputs[chosen], targets[chosen], predicted[chosen]
+        out = self.dir / "explanations"
+        out.mkdir(exist_ok=True)
+        maps = {
+            "Grad-CAM": GradCAM(classifier).attribute(images, target=guesses, upsampled=True),
+            "Integrated Gradients": IntegratedGradients(classifier).attribute(
+                images, target=guesses, n_steps=self.settings.ig_steps).abs(),
+        }
+        explainer = CausalExplainer(classifier, iterations=self.settings.causal_iterations, seed=self.settings.seed)
+        store = ResultsStore(out / "explanations.sqlite")
+        causal = []
+        for index, image in zip(chosen, images):
+            result = explainer.explain(image, paths=[str(paths[index])])
+            result.path = str(paths[index])
+            store.add(result)
+            causal.append(torch.from_numpy(result.responsibility).float()[None])
+        maps["Causal responsibility"] = torch.stack(causal)
+        vocab = list(self.dataloaders().vocab)
+        captions = [f"{Path(paths[i]).name}\ntrue {vocab[int(t)]}, predicted {vocab[int(p)]}"
+                    for i, t, p in zip(chosen, labels, guesses)]
+        save_gallery(images, maps, captions, out / "gallery.png")
+        trust = {"images": [str(paths[i]) for i in chosen], "deletion_auc": {}, "insertion_auc": {}}
+        for name, method_maps in maps.items():
+            curves = deletion_insertion(classifier, images, method_maps, target=guesses, steps=20)
+            trust["deletion_auc"][name] = float(curves.deletion_auc.mean())
+            trust["insertion_auc"][name] = float(curves.insertion_auc.mean())
+        steps = model_randomisation(
+            classifier, lambda m, x, t: GradCAM(m).attribute(x, target=t), images[:4], cascading=True)
+        trust["randomisation"] = [{"layer": s.layer, "spearman": s.spearman, "ssim": s.ssim} for s in steps]
+        write_json(self.dir / "metrics.json", trust)
+
+    def step_report(self) -> None:
+        from .report import write_report
+
+        write_report(self)
