@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m tell_me_why.demo --out demo_output
+	MPLBACKEND=Agg $(VENV)/bin/tmw run --out demo_output
 
 test: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest -q
