@@ -252,6 +252,14 @@ class Run:
             targets.append(yb.as_subclass(torch.Tensor).cpu())
         return paths, torch.cat(inputs), torch.cat(targets)
 
+    def validation_predictions(self) -> tuple[list[Path], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Validation paths, inputs, true and predicted class indices (in the dataloader's order)."""
+        classifier = ClassifierView(self.model()).eval()
+        paths, inputs, targets = self._validation_batch()
+        with torch.no_grad():
+            predicted = torch.cat([classifier(inputs[i : i + 32]).argmax(1) for i in range(0, len(inputs), 32)])
+        return paths, inputs, targets, predicted
+
     def step_explain(self) -> None:
         from .attribution import GradCAM, IntegratedGradients
         from .causal import CausalExplainer, ResultsStore
@@ -259,9 +267,7 @@ class Run:
         from .report_figures import save_gallery
 
         classifier = ClassifierView(self.model()).eval()
-        paths, inputs, targets = self._validation_batch()
-        with torch.no_grad():
-            predicted = torch.cat([classifier(inputs[i : i + 32]).argmax(1) for i in range(0, len(inputs), 32)])
+        paths, inputs, targets, predicted = self.validation_predictions()
         wrong = torch.nonzero(predicted != targets).flatten().tolist()
         right = torch.nonzero(predicted == targets).flatten().tolist()
         n = self.settings.explain_images

@@ -9,7 +9,6 @@ import platform
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from .checkpoints import atomic_path
 
@@ -66,12 +65,7 @@ def write_report(run) -> Path:
                  figures / "samples.png")
     history = json.loads((directory / "training.json").read_text())
     save_loss_curves(history, figures / "losses.png")
-    paths, inputs, targets = run._validation_batch()
-    from .pipeline import ClassifierView
-
-    classifier = ClassifierView(run.model()).eval()
-    with torch.no_grad():
-        predicted = torch.cat([classifier(inputs[i : i + 32]).argmax(1) for i in range(0, len(inputs), 32)])
+    _, _, targets, predicted = run.validation_predictions()
     vocab = list(run.dataloaders().vocab)
     save_confusion_matrix(targets.numpy(), predicted.numpy(), vocab, figures / "confusion.png")
     axis = json.loads((directory / "interpretation" / "axis.json").read_text())
