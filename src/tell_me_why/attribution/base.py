@@ -30,12 +30,14 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
-def resolve_targets(outputs: torch.Tensor, target: TargetSpec) -> torch.Tensor:
+def resolve_targets(outputs: torch.Tensor, target: TargetSpec, batch: int | None = None) -> torch.Tensor:
     """One class index per image: ``None`` (the predicted class), an int, or one per image.
 
     Single-logit heads (outputs (B, 1) or (B,)) are binary classifiers: class 1 when the logit is positive.
+    ``batch`` (default: the outputs' length) is the number of images when ``outputs`` come from other inputs
+    (e.g. interpolated ones) and only give the number of classes.
     """
-    batch = outputs.shape[0]
+    batch = outputs.shape[0] if batch is None else batch
     single = outputs.ndim == 1 or outputs.shape[1] == 1
     classes = 2 if single else outputs.shape[1]
     if target is None:

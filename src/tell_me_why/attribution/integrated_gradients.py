@@ -52,10 +52,12 @@ class IntegratedGradients(Attribution):
         inputs = inputs.detach()
         baselines = torch.zeros_like(inputs) if baselines is None else torch.as_tensor(baselines).to(inputs).expand_as(inputs)
         alphas, weights = quadrature(method, n_steps)
-        with torch.no_grad():
-            end = self.model(inputs)
-        targets = resolve_targets(end, target)
         batch = len(inputs)
+        targets = None
+        if target is None or return_convergence_delta:  # the predicted class needs a pass on the inputs
+            with torch.no_grad():
+                end = self.model(inputs)
+            targets = resolve_targets(end, target)
         # Every (step, image) pair, step-major; chunked by internal_batch_size.
         alphas_t = torch.as_tensor(alphas, dtype=inputs.dtype, device=inputs.device)
         weights_t = torch.as_tensor(weights, dtype=inputs.dtype, device=inputs.device)
@@ -69,7 +71,10 @@ class IntegratedGradients(Attribution):
             step, image = index // batch, index % batch
             points = (baselines[image] + alphas_t[step].view(shape) * difference[image]).requires_grad_(True)
             with torch.enable_grad():
-                scores = target_scores(self.model(points), targets[image])
+                outputs = self.model(points)
+                if targets is None:  # given targets, checked against the model's number of classes
+                    targets = resolve_targets(outputs.detach(), target, batch=batch)
+                scores = target_scores(outputs, targets[image])
                 (gradient,) = torch.autograd.grad(scores.sum(), points)
             accumulated.index_add_(0, image, gradient * weights_t[step].view(shape))
         attributions = difference * accumulated
