@@ -283,16 +283,19 @@ class Run:
         }
         explainer = CausalExplainer(classifier, iterations=self.settings.causal_iterations, seed=self.settings.seed)
         store = ResultsStore(out / "explanations.sqlite")
-        causal = []
+        causal, no_cause = [], []
         for index, image in zip(chosen, images):
             result = explainer.explain(image, paths=[str(paths[index])])
             result.path = str(paths[index])
             store.add(result)
             causal.append(torch.from_numpy(result.responsibility).float()[None])
+            no_cause.append(result.explanation is None)
         maps["Causal responsibility"] = torch.stack(causal)
         vocab = list(self.dataloaders().vocab)
+        # An empty causal map is a finding, not a failure: the masked image alone already gets this class.
         captions = [f"{Path(paths[i]).name}\ntrue {vocab[int(t)]}, predicted {vocab[int(p)]}"
-                    for i, t, p in zip(chosen, labels, guesses)]
+                    + ("\ncausal: no pixel is a cause" if empty else "")
+                    for i, t, p, empty in zip(chosen, labels, guesses, no_cause)]
         save_gallery(images, maps, captions, out / "gallery.png")
         trust = {"images": [str(paths[i]) for i in chosen], "deletion_auc": {}, "insertion_auc": {}}
         for name, method_maps in maps.items():
