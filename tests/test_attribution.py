@@ -365,3 +365,12 @@ def test_gradcam_on_xaaenet_uses_the_encoder_not_the_decoder(small_model):
     cam = GradCAM(model).attribute(x, target=1, relu=False)
     assert cam.abs().sum() > 0
     assert IntegratedGradients(model).attribute(x, target=1, n_steps=4).abs().sum() > 0
+
+
+def test_rollout_on_torchvision_vit_b_16():
+    from tell_me_why.attribution import AttentionRollout
+
+    torch.manual_seed(6)
+    vit = torchvision.models.vit_b_16(weights=None).eval()
+    grid = AttentionRollout(vit, head_fusion="max", discard_ratio=0.5).attribute(torch.rand(1, 3, 224, 224))
+    assert grid.shape == (1, 14, 14) and grid.max().item() == pytest.approx(1.0) and grid.min() >= 0
