@@ -90,28 +90,10 @@ def folder_dataloaders(
     num_workers: int = 0,
     device=None,
 ):
-    """fastai ``DataLoaders`` over ``root/<class>/*`` images, resized to ``size``, pixel values in [0, 1]."""
-    from fastai.vision.all import (
-        CategoryBlock,
-        DataBlock,
-        ImageBlock,
-        PILImage,
-        PILImageBW,
-        RandomSplitter,
-        Resize,
-        get_image_files,
-        parent_label,
-    )
+    """fastai ``DataLoaders`` over ``root/<class>/*`` images, resized to ``size``, pixel values in [0, 1]
+    (the folder is read and validated by :func:`tell_me_why.data_sources.from_folder`; unreadable files fail)."""
+    from .data_sources import from_folder
 
-    root = Path(root)
-    files = get_image_files(root)
-    if not files:
-        raise FileNotFoundError(f"No images found under {root} (expected one subfolder per class).")
-    block = DataBlock(
-        blocks=(ImageBlock(cls=PILImageBW if grey else PILImage), CategoryBlock),
-        get_items=get_image_files,
-        get_y=parent_label,
-        splitter=RandomSplitter(valid_pct=valid_pct, seed=seed),
-        item_tfms=Resize(size),
+    return from_folder(root, on_unreadable="raise").dataloaders(
+        size=size, bs=bs, valid_pct=valid_pct, seed=seed, grey=grey, num_workers=num_workers, device=device
     )
-    return block.dataloaders(root, bs=bs, num_workers=num_workers, device=device)

@@ -17,7 +17,7 @@ from scipy.integrate import trapezoid
 from scipy.stats import spearmanr
 from torch import nn
 
-from .attribution.base import eval_mode, resolve_targets
+from .attribution.base import class_probabilities, eval_mode, resolve_targets
 from .attribution.cam import upsample
 from .plot_style import display_array
 
@@ -45,22 +45,15 @@ def pixel_relevance(attributions: torch.Tensor, size) -> torch.Tensor:
     return maps.sum(1)
 
 
-def _probabilities(outputs: torch.Tensor) -> torch.Tensor:
-    if outputs.ndim == 1 or outputs.shape[1] == 1:
-        positive = torch.sigmoid(outputs.reshape(-1))
-        return torch.stack([1 - positive, positive], 1)
-    return torch.softmax(outputs, 1)
-
-
 def _baseline(inputs: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "zero":
         return torch.zeros_like(inputs)
     if kind == "mean":
         return inputs.mean(dim=(2, 3), keepdim=True).expand_as(inputs)
     if kind == "blur":
-        from .causal.occlusion import _gaussian_blur
+        from .causal.occlusion import gaussian_blur
 
-        return torch.stack([_gaussian_blur(image, sigma=max(inputs.shape[-2:]) / 16) for image in inputs])
+        return torch.stack([gaussian_blur(image, sigma=max(inputs.shape[-2:]) / 16) for image in inputs])
     raise ValueError(f"baseline must be one of {BASELINES}, got {kind!r}.")
 
 
@@ -117,7 +110,7 @@ def deletion_insertion(
                 changed = ranks[i] < counts[k]
                 source, other = (fill[i], inputs[i]) if kind == "deletion" else (inputs[i], fill[i])
                 images.append(torch.where(changed, source, other))
-            probabilities = _probabilities(model(torch.stack(images)))
+            probabilities = class_probabilities(model(torch.stack(images)))
             for (i, k, kind), row in zip(part, probabilities):
                 curves[kind][i, k] = float(row[targets[i]])
     return CurveResult(fractions, curves["deletion"], curves["insertion"])

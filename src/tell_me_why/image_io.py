@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["DecodedImage", "ImageDecodeError", "decode_image", "luma_from_rgb"]
+__all__ = ["DecodedImage", "ImageDecodeError", "decode_image"]
 
 # libpng's RGB-to-grey weights (sum 2**15), as torchvision applies them when reading in GRAY mode.
 _LUMA_WEIGHTS = (9794, 19234, 3740)
@@ -42,20 +42,9 @@ class DecodedImage:
         return self.grey.shape
 
 
-def luma_from_rgb(rgb: np.ndarray) -> np.ndarray:
-    """Integer luma (H, W) of 8-bit RGB (H, W, 3), libpng's fixed-point rule rounded down.
-
-    Computed in float32, which is exact here: every partial sum is an integer below 2**24.
-    """
-    f = rgb.astype(np.float32)
-    weighted = f[..., 0] * _LUMA_WEIGHTS[0] + f[..., 1] * _LUMA_WEIGHTS[1] + f[..., 2] * _LUMA_WEIGHTS[2]
-    return np.floor(weighted * np.float32(2.0**-_LUMA_SHIFT)).astype(np.uint8)
-
-
 def _luma_image(rgb_image: Image.Image) -> np.ndarray:
-    """:func:`luma_from_rgb` done by Pillow's matrix conversion (about twice as fast).
-
-    Pillow computes ``m . rgb + offset + 0.5`` and truncates; with weights that are multiples of 2**-15 every
+    """Integer luma (H, W) of an RGB image: libpng's fixed-point rule rounded down, done by Pillow's matrix
+    conversion (about twice as fast as NumPy). Pillow computes ``m . rgb + offset + 0.5`` and truncates; with weights that are multiples of 2**-15 every
     term is exact in float32, so the offset -0.5 turns its rounding into the floor (checked on all 2**24
     colours in the tests).
     """

@@ -261,7 +261,7 @@ class Run:
         return paths, inputs, targets, predicted
 
     def step_explain(self) -> None:
-        from .attribution import GradCAM, IntegratedGradients
+        from .attribution import GradCAM, IntegratedGradients, default_cam_layer
         from .causal import CausalExplainer, ResultsStore
         from .evaluation import deletion_insertion, model_randomisation
         from .report_figures import save_gallery
@@ -302,8 +302,9 @@ class Run:
             curves = deletion_insertion(classifier, images, method_maps, target=guesses, steps=20)
             trust["deletion_auc"][name] = float(curves.deletion_auc.mean())
             trust["insertion_auc"][name] = float(curves.insertion_auc.mean())
+        layer = default_cam_layer(classifier, images)  # randomisation changes weights in place, not modules
         steps = model_randomisation(
-            classifier, lambda m, x, t: GradCAM(m).attribute(x, target=t), images[:4], cascading=True)
+            classifier, lambda m, x, t: GradCAM(m, layer=layer).attribute(x, target=t), images[:4], cascading=True)
         trust["randomisation"] = [{"layer": s.layer, "spearman": s.spearman, "ssim": s.ssim} for s in steps]
         write_json(self.dir / "metrics.json", trust)
 

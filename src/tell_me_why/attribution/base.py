@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["Attribution", "TargetSpec", "resolve_targets", "target_scores", "eval_mode"]
+__all__ = ["Attribution", "TargetSpec", "resolve_targets", "target_scores", "eval_mode", "class_probabilities"]
 
 TargetSpec = int | Sequence[int] | torch.Tensor | None
 
@@ -51,6 +51,16 @@ def resolve_targets(outputs: torch.Tensor, target: TargetSpec, batch: int | None
     if (targets < 0).any() or (targets >= classes).any():
         raise ValueError(f"Targets must be class indices in [0, {classes}), got {targets.tolist()}.")
     return targets.to(outputs.device)
+
+
+def class_probabilities(outputs: torch.Tensor, already_probabilities: bool = False) -> torch.Tensor:
+    """(N, C) class probabilities from logits (softmax) or, for a single-logit head (N, 1) or (N,), the two
+    classes [1 - sigmoid, sigmoid]; ``already_probabilities`` skips the squashing."""
+    if outputs.ndim == 1 or outputs.shape[1] == 1:
+        positive = outputs.reshape(-1)
+        positive = positive if already_probabilities else torch.sigmoid(positive)
+        return torch.stack([1 - positive, positive], 1)
+    return outputs if already_probabilities else torch.softmax(outputs, 1)
 
 
 def target_scores(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -85,8 +85,9 @@ class _CAM(Attribution):
         self.layer = layer
 
     def _activation_and_gradient(self, inputs, target):
-        layer = self.layer or default_cam_layer(self.model, inputs)
-        return activation_and_gradient(self.model, layer, inputs, target)
+        if self.layer is None:  # found once (a forward and a backward pass), then reused by every call
+            self.layer = default_cam_layer(self.model, inputs)
+        return activation_and_gradient(self.model, self.layer, inputs, target)
 
     def _attribute(self, inputs, target, relu: bool = True, upsampled: bool = False):
         activation, gradient = self._activation_and_gradient(inputs, target)

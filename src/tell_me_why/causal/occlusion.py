@@ -8,10 +8,10 @@ import torch.nn.functional as F
 
 from .predictor import Predictor
 
-__all__ = ["mask_fill", "Occluder"]
+__all__ = ["mask_fill", "gaussian_blur", "Occluder"]
 
 
-def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = max(1, int(3 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=image.dtype)
     kernel = torch.exp(-(x**2) / (2 * sigma**2))
@@ -34,7 +34,7 @@ def mask_fill(image: torch.Tensor, mask_value, mask_image: torch.Tensor | None, 
     if mask_value == "mean":
         return image.mean(dim=(1, 2), keepdim=True).expand_as(image).clone()
     if mask_value == "blur":
-        return _gaussian_blur(image, sigma=max(image.shape[1:]) / 16)
+        return gaussian_blur(image, sigma=max(image.shape[1:]) / 16)
     if mask_value == "noise":
         generator = torch.Generator().manual_seed(0 if seed is None else seed)
         low, high = float(image.min()), float(image.max())

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import torch
 
+from ..attribution.base import class_probabilities
+
 __all__ = ["Predictor"]
 
 _PROBABILITY_TOLERANCE = 1e-4
@@ -53,11 +55,7 @@ class Predictor:
             self._is_probability = self.output == "probabilities" or (
                 self.output == "auto" and looks_like_probabilities
             )
-        is_probability = self._is_probability
-        if raw.shape[1] == 1:
-            positive = raw[:, 0] if is_probability else torch.sigmoid(raw[:, 0])
-            return torch.stack([1 - positive, positive], 1)
-        return raw if is_probability else torch.softmax(raw, 1)
+        return class_probabilities(raw, already_probabilities=self._is_probability)
 
     def chunk_size(self, image_shape) -> int:
         """Images per model call for images of ``image_shape`` (H, W)."""
