@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch and torchvision first: pip then takes the wheels this machine keeps on disk.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv browser demo screenshots test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -20,7 +20,20 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	MPLBACKEND=Agg $(VENV)/bin/tmw run --out demo_output
 
-test: $(STAMP)
+# The README's pictures of the demo report.
+screenshots: $(STAMP) browser
+	test -f demo_output/report.html || $(MAKE) demo
+	$(PY) docs/report_screenshot.py demo_output/report.html docs/images/report_top.png --height 1500
+	$(PY) docs/report_screenshot.py demo_output/report.html docs/images/report_pixel_cues.png \
+	  --section pixel-cues --height 2600
+
+# The report test renders report.html in Debian's headless Chromium; installed here when missing (needs root).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  chromium chromium-driver >/dev/null; }
+
+test: $(STAMP) browser
 	MPLBACKEND=Agg $(PY) -m pytest -q
 
 test-fast: $(STAMP)

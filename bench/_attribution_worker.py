@@ -1,11 +1,14 @@
 """One (implementation, method) of bench_attribution.py, in its own process: time and peak private memory.
 
-    python _attribution_worker.py IMPL METHOD BATCH SIZE
+    python _attribution_worker.py IMPL METHOD BATCH SIZE [ROUNDS]
 
 IMPL is ``ours``, ``captum``, ``pytorch-grad-cam`` (one implementation: its peak memory and time), or
-``ours+captum`` (time only: both in this process, calls alternated, so that both see the same machine state;
-this VM's speed drifts by 20 % between runs). The model is a random-init torchvision resnet18 (seed 0), the
-inputs a seeded batch. One warm-up call on one image, then timed calls on the batch (the fastest is kept).
+``ours+captum`` (time only: both in this process, so that both see the same machine state; this VM's speed
+drifts by 20 % between runs). Paired rounds: each round times one call of each, in ABBA order (ours first in
+even rounds, captum first in odd ones) so a drift within a round favours neither; the per-round ratio
+captum/ours is the speed-up, summarised by its median and a bootstrap 90 % interval of the median.
+The model is a random-init torchvision resnet18 (seed 0), the inputs a seeded batch. One warm-up call on one
+image, then timed calls on the batch.
 Memory: the peak of ``RssAnon`` during the first timed call minus its value just before (sampled every 5 ms).
 Prints ``RESULT {json}``.
 """
@@ -16,6 +19,7 @@ import json
 import sys
 import time
 
+import numpy as np
 import torch
 import torchvision
 from _memory import AnonymousMemoryPeak
@@ -85,13 +89,20 @@ def main() -> None:
         seconds = time.perf_counter() - start
         result = {"seconds_per_image": seconds / batch, "peak_mib": peak.stop() - peak.start_mib}
     else:
+        rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 5
         times = {name: [] for name in runners}
-        for _ in range(3):
-            for name, run in runners.items():
+        for round_index in range(rounds):
+            order = list(runners) if round_index % 2 == 0 else list(reversed(runners))
+            for name in order:
                 start = time.perf_counter()
-                run(inputs)
+                runners[name](inputs)
                 times[name].append(time.perf_counter() - start)
-        result = {name: {"seconds_per_image": min(t) / batch, "all_seconds": t} for name, t in times.items()}
+        ratios = np.array(times["captum"]) / np.array(times["ours"])
+        medians = np.median(np.random.default_rng(0).choice(ratios, (2000, len(ratios))), axis=1)
+        result = {name: {"seconds_per_image": float(np.median(t)) / batch, "all_seconds": t}
+                  for name, t in times.items()}
+        result["speed_up"] = {"median": float(np.median(ratios)), "interval_90": np.quantile(medians, [0.05, 0.95])
+                              .tolist(), "rounds": ratios.tolist()}
     print("RESULT " + json.dumps({**result, "torch": torch.__version__}))
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 matplotlib.use("Agg")
 torch.set_num_threads(2)
@@ -51,3 +53,30 @@ def planted_cnn():
     assert accuracy >= 0.95, "the planted task must be learnt for the explanation tests to mean anything"
     positives = [i for i in range(len(test.labels)) if test.labels[i] == 1][:20]
     return model, test, positives
+
+
+# tmw settings that make a whole run take seconds: tiny images, one epoch per phase, few explanation steps.
+TINY = ["--size", "32", "--epochs-adv", "1", "--epochs-ae", "1", "--epochs-classif", "1", "--explain-images", "2",
+        "--ig-steps", "4", "--causal-iterations", "2", "--batch-size", "8", "--encoding-dims", "8"]
+
+
+def image_folder(root, per_class=10):
+    """A folder per class of 32 px RGB noise images, dark or light."""
+    rng = np.random.default_rng(0)
+    for label, brightness in (("dark", 60), ("light", 190)):
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(brightness, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+            (root / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(root / label / f"{label}_{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """``tmw run`` once on a folder-per-class dataset; returns (data folder, run directory)."""
+    from tell_me_why.cli import main
+
+    root = tmp_path_factory.mktemp("tmw")
+    data, out = image_folder(root / "data"), root / "run"
+    assert main(["run", str(data), "--out", str(out), *TINY]) == 0
+    return data, out

@@ -6,31 +6,18 @@ import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
+from conftest import TINY, image_folder
 from PIL import Image
 
 from tell_me_why.cli import main
 from tell_me_why.report import SECTIONS
 
-TINY = ["--size", "32", "--epochs-adv", "1", "--epochs-ae", "1", "--epochs-classif", "1", "--explain-images", "2",
-        "--ig-steps", "4", "--causal-iterations", "2", "--batch-size", "8", "--encoding-dims", "8"]
-
-
-def _dataset(root, per_class=10):
-    rng = np.random.default_rng(0)
-    for label, brightness in (("dark", 60), ("light", 190)):
-        for i in range(per_class):
-            pixels = np.clip(rng.normal(brightness, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
-            (root / label).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(root / label / f"{label}_{i}.png")
-    return root
-
 
 @pytest.mark.slow
-def test_run_end_to_end_then_resume(tmp_path, capsys):
-    data = _dataset(tmp_path / "data")
-    out = tmp_path / "run"
-    assert main(["run", str(data), "--out", str(out), *TINY]) == 0
+def test_run_end_to_end_then_resume(finished_run, capsys):
+    data, out = finished_run
     report = (out / "report.html").read_text()
     for section in SECTIONS:
         assert f'<section id="{section}">' in report
@@ -42,14 +29,39 @@ def test_run_end_to_end_then_resume(tmp_path, capsys):
         assert (out / name).is_file(), name
     capsys.readouterr()
     assert main(["run", str(data), "--out", str(out), *TINY]) == 0
-    assert capsys.readouterr().out.count("already done, skipped") == 6
+    printed = capsys.readouterr().out
+    assert printed.count("already done, skipped") == 6
+    assert "validation accuracy:" in printed and f"report: {(out / 'report.html').resolve()}" in printed
+    assert main(["report", "--out", str(out)]) == 0  # a step alone, with the run's saved settings
     assert main(["run", str(data), "--out", str(out), *TINY[:-2], "--encoding-dims", "16"]) == 2
     assert "other settings" in capsys.readouterr().err
 
 
 @pytest.mark.slow
+def test_run_model_explains_new_images_as_it_saw_them(finished_run):
+    from tell_me_why.pipeline import Run
+
+    _, out = finished_run
+    run = Run.open(out)
+    paths, _, _, predicted = run.validation_predictions()
+    folder = out / "new_images"
+    folder.mkdir()
+    for path in paths:  # the run's validation images, copied under new names
+        (folder / f"copy_{path.name}").write_bytes(path.read_bytes())
+    assert main(["explain", "--out", str(out), "--images", str(folder), "--methods", "saliency,gradcam"]) == 0
+    saved = out / "explanations" / "images"
+    table = pd.read_csv(saved / "predictions.csv")
+    vocab = list(run.dataloaders().vocab)
+    by_name = dict(zip(table["path"].map(lambda p: p.split("copy_")[-1]), table["predicted"]))
+    assert [by_name[p.name] for p in paths] == [vocab[int(i)] for i in predicted]  # the same preprocessing
+    maps = np.load(saved / "maps.npz")
+    assert maps["saliency"].shape == (len(paths), 3, 32, 32) and maps["gradcam"].shape[0] == len(paths)
+    assert len(list(saved.glob("*.png"))) == len(paths)
+
+
+@pytest.mark.slow
 def test_csv_labelled_data(tmp_path):
-    data = _dataset(tmp_path / "images")
+    data = image_folder(tmp_path / "images")
     rows = ["path,label"] + [f"{p.relative_to(tmp_path)},{p.parent.name}" for p in sorted(data.rglob("*.png"))]
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "run"
@@ -67,7 +79,7 @@ def test_bad_data_gives_clear_errors(tmp_path, capsys):
     (tmp_path / "bad.csv").write_text('path,label\n"unterminated,cat\n')
     assert main(["run", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "b"), *TINY]) == 2
     assert "Cannot parse" in capsys.readouterr().err
-    data = _dataset(tmp_path / "data", per_class=6)
+    data = image_folder(tmp_path / "data", per_class=6)
     (data / "dark" / "broken.png").write_bytes(b"not an image")
     assert main(["run", str(data), "--out", str(tmp_path / "c"), "--on-unreadable", "raise", *TINY]) == 2
     assert "broken.png" in capsys.readouterr().err

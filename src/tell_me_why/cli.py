@@ -7,7 +7,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .pipeline import STEPS, Run, RunSettings
+from .image_explanations import IMAGE_METHODS, NORMALISATIONS, PixelSpaceClassifier
+from .pipeline import Run, RunSettings
 
 EXAMPLES = {
     "run": """examples:
@@ -19,6 +20,14 @@ EXAMPLES = {
 Running again with the same --out resumes after the last finished step.""",
     "step": """examples:
   tmw {step} --out runs/cats          # (re)do this step of an existing run (the earlier steps run if missing)""",
+    "explain": """examples:
+  tmw explain --out runs/cats                                   # the run's explain step (validation gallery)
+  tmw explain --out runs/cats --images new_photos/              # any image or folder, with the run's model
+  tmw explain --images x.jpg --model model.ts --size 224 --normalisation imagenet   # a TorchScript model
+  tmw explain --images photos/ --model weights.safetensors --arch resnet18 --classes cat,dog \\
+              --methods gradcam,integrated_gradients,causal --save explanations/   # a state dict
+Maps, predictions.csv and one comparison PNG per image go to --save (default: <run>/explanations/images or
+./tmw_explanations).""",
 }
 
 
@@ -35,6 +44,49 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
             kind = {"int": int, "float": float}.get(str(field.type), str)
             parser.add_argument(flag, dest=field.name, type=kind, default=None,
                                 help=f"default: {field.default}")
+
+
+def _add_image_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("explaining images of your own")
+    group.add_argument("--images", type=Path, help="an image file or a folder of images to explain")
+    group.add_argument("--model", type=Path, help="a TorchScript file or a state dict (.safetensors/.pt/.pth) "
+                                                  "instead of the run's model")
+    group.add_argument("--arch", help="torchvision architecture of a state dict (e.g. resnet18)")
+    group.add_argument("--num-classes", type=int, default=2, help="outputs of --arch (default: 2)")
+    group.add_argument("--classes", help="comma-separated class names of --model, in output order")
+    group.add_argument("--normalisation", choices=sorted(NORMALISATIONS), default="none",
+                       help="input normalisation --model expects (default: none, pixels in [0, 1])")
+    group.add_argument("--methods", default="gradcam,integrated_gradients,causal",
+                       help=f"comma-separated, from: {', '.join(IMAGE_METHODS)}")
+    group.add_argument("--target", help="class (name or index) to explain (default: each image's prediction)")
+    group.add_argument("--save", type=Path, help="output folder")
+
+
+def _explain_images(args: argparse.Namespace) -> Path:
+    from .image_explanations import explain_images, image_paths, load_classifier, load_images
+    from .pipeline import ClassifierView
+
+    if args.images is None:
+        raise ValueError("--model needs --images: the images to explain.")
+    paths = image_paths(args.images)
+    if args.model is not None:
+        classifier = PixelSpaceClassifier(load_classifier(args.model, args.arch, args.num_classes),
+                                          args.normalisation)
+        images = load_images(paths, args.size or 224, grey=bool(args.grey))
+        names = args.classes.split(",") if args.classes else None
+        save = args.save or Path("tmw_explanations")
+    else:
+        run = Run.open(args.out)
+        if "train" not in run.done:
+            raise ValueError(f"The run in {args.out} has no trained model yet; run tmw train --out {args.out}.")
+        classifier, images = ClassifierView(run.model()).eval(), run.inputs(paths)
+        names = list(run.dataloaders().vocab)
+        save = args.save or run.dir / "explanations" / "images"
+    result = explain_images(classifier, images, paths, methods=[m.strip() for m in args.methods.split(",")],
+                            target=args.target, class_names=names)
+    result.save(save)
+    print(result.to_frame().to_string(index=False))
+    return save
 
 
 def _settings(args: argparse.Namespace) -> RunSettings:
@@ -58,34 +110,41 @@ def build_parser() -> argparse.ArgumentParser:
                                              "folder of images with --data-format rule (default: embedded faces)")
     _add_settings(run)
     for step in ("train", "features", "interpret", "explain", "report"):
-        sub = commands.add_parser(step, help=f"the {step} step of a run", epilog=EXAMPLES["step"].format(step=step),
+        epilog = EXAMPLES["explain"] if step == "explain" else EXAMPLES["step"].format(step=step)
+        sub = commands.add_parser(step, help=f"the {step} step of a run" + (", or explain any images"
+                                  if step == "explain" else ""), epilog=epilog,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("data", nargs="?", help="as for tmw run (only needed for a new run)")
         _add_settings(sub)
+        if step == "explain":
+            _add_image_options(sub)
     return parser
+
+
+def _open_run(args: argparse.Namespace) -> Run:
+    """The run in ``--out``: with its saved settings when no setting is given, else with the given ones."""
+    given = any(getattr(args, f.name, None) is not None for f in fields(RunSettings))
+    if not given and args.config is None and (args.out / "settings.json").is_file():
+        return Run.open(args.out)
+    return Run(args.out, _settings(args))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run = Run(args.out, _settings(args))
+        if args.command == "explain" and (args.images is not None or args.model is not None):
+            saved = _explain_images(args)
+            print(f"\n[tmw] done. Explanations: {saved}")
+            return 0
+        run = _open_run(args)
         if args.command == "run":
-            report = run.run_all()
+            run.run_all()
         else:
-            target = STEPS.index(args.command)
-            for step in STEPS[:target]:
-                if step not in run.done:
-                    print(f"[tmw] {step} (needed first)...", flush=True)
-                    getattr(run, f"step_{step}")()
-                    run._mark(step)
-            print(f"[tmw] {args.command}...", flush=True)
-            getattr(run, f"step_{args.command}")()
-            run._mark(args.command)
-            report = run.dir / "report.html"
+            run.run_step(args.command)
     except (ValueError, FileNotFoundError) as error:
         print(f"tmw: error: {error}", file=sys.stderr)
         return 2
-    print(f"\n[tmw] done. Run directory: {run.dir}" + (f"\n[tmw] report: {report}" if report.is_file() else ""))
+    print("\n" + run.summary())
     return 0
 
 

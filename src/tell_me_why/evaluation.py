@@ -210,7 +210,8 @@ def plot_overlay(image: torch.Tensor, attribution: torch.Tensor, ax=None, title:
     return ax
 
 
-def plot_method_comparison(image: torch.Tensor, maps: dict[str, torch.Tensor], save_path=None, show=None):
+def plot_method_comparison(image: torch.Tensor, maps: dict[str, torch.Tensor], save_path=None, show=None,
+                           title: str | None = None):
     """The image and one overlay per method, side by side; saved (PNG) and closed when ``save_path`` is given."""
     import matplotlib.pyplot as plt
 
@@ -224,6 +225,8 @@ def plot_method_comparison(image: torch.Tensor, maps: dict[str, torch.Tensor], s
         axes[0, 0].axis("off")
         for ax, (name, attribution) in zip(axes[0, 1:], maps.items()):
             plot_overlay(image, attribution, ax=ax, title=name)
+        if title:
+            fig.suptitle(title)
         fig.tight_layout()
     finish_figure(fig, save_path, show, close=save_path is not None)
     return fig

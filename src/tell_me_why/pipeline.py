@@ -6,8 +6,10 @@ again on the same directory resumes after the last finished step (training itsel
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .checkpoints import load_weights, write_json
 from .data_sources import LabelledImages, from_csv, from_filename_rule, from_folder
@@ -105,6 +108,15 @@ class ClassifierView(nn.Module):
 class Run:
     """A run directory and its steps; ``run_all()`` does what is left."""
 
+    @classmethod
+    def open(cls, directory: str | Path) -> Run:
+        """An existing run with the settings it was started with."""
+        saved = Path(directory) / "settings.json"
+        if not saved.is_file():
+            raise FileNotFoundError(f"{directory} is not a tmw run directory (no settings.json); start one with "
+                                    f"tmw run.")
+        return cls(directory, RunSettings.from_mapping(json.loads(saved.read_text()), source=str(saved)))
+
     def __init__(self, directory: str | Path, settings: RunSettings) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -130,15 +142,52 @@ class Run:
     def _mark(self, step: str) -> None:
         write_json(self.state_path, {"done": [s for s in STEPS if s in {*self.done, step}]})
 
-    def run_all(self, progress: bool = True) -> Path:
+    def run_step(self, step: str) -> None:
+        """(Re)do ``step``, after any earlier step that has not finished."""
+        if step not in STEPS:
+            raise ValueError(f"Unknown step {step!r}; steps: {STEPS}.")
+        for earlier in STEPS[: STEPS.index(step)]:
+            if earlier not in self.done:
+                self._do(earlier, note=" (needed first)")
+        self._do(step)
+
+    def run_all(self) -> Path:
+        """Every step that has not finished yet, in order; returns the report's path."""
         for step in STEPS:
             if step in self.done:
                 print(f"[tmw] {step}: already done, skipped")
-                continue
-            print(f"[tmw] {step}...", flush=True)
-            getattr(self, f"step_{step}")()
-            self._mark(step)
+            else:
+                self._do(step)
         return self.dir / "report.html"
+
+    def _do(self, step: str, note: str = "") -> None:
+        started = time.perf_counter()
+        print(f"[tmw] {step}{note}...", flush=True)
+        getattr(self, f"step_{step}")()
+        self._mark(step)
+        print(f"[tmw] {step}: finished in {time.perf_counter() - started:.0f} s", flush=True)
+
+    def summary(self) -> str:
+        """What the run found so far, in a few lines, ending with where the report is."""
+        lines = [f"[tmw] run directory: {self.dir}"]
+        if (self.dir / "data.json").is_file():
+            data = json.loads((self.dir / "data.json").read_text())
+            lines.append(f"[tmw] data: {data['counts']}, {len(data['skipped'])} unreadable file(s) skipped")
+        if (self.dir / "metrics.json").is_file():
+            metrics = json.loads((self.dir / "metrics.json").read_text())
+            lines.append(f"[tmw] validation accuracy: {metrics['validation_accuracy']:.1%}")
+        axis_path = self.dir / "interpretation" / "axis.json"
+        if axis_path.is_file():
+            axis = json.loads(axis_path.read_text())
+            stats = pd.read_csv(self.dir / "interpretation" / "stats.csv", index_col=0)
+            cues = ", ".join(stats.index[stats["significant"]][:5]) or "none significant"
+            verdict = "reliable" if axis["reliable"] else "NOT reliable (cue ranking is not evidence)"
+            lines.append(f"[tmw] decision axis: {verdict}, held-out r = {axis['r']:.2f}, p = {axis['p_value']:.3f}; "
+                         f"top cues: {cues}")
+        report = self.dir / "report.html"
+        if "report" in self.done and report.is_file():
+            lines.append(f"[tmw] report: {report.resolve()}")
+        return "\n".join(lines)
 
     # -- data and model ---------------------------------------------------------------------------------------
 
@@ -233,6 +282,10 @@ class Run:
         latents = pd.read_parquet(self.dir / "latents.parquet")
         train, valid = latents[latents["split"] == "train"], latents[latents["split"] == "valid"]
         features = pd.read_parquet(self.dir / "features.parquet")
+        if self.grey:  # the model sees grey levels only, so no colour cue can be why it decides
+            from .pixel_cues import BUILTIN_CUES
+
+            features = features.drop(columns=[c.name for c in BUILTIN_CUES if c.category == "color"], errors="ignore")
         class_a = self.class_a
         result = run_pls_feature_figures(
             valid, (valid["label"] == class_a).to_numpy(float), features, target_label=class_a,
@@ -243,14 +296,18 @@ class Run:
         result["stats"].to_csv(self.dir / "interpretation" / "stats.csv")
         write_json(self.dir / "interpretation" / "axis.json", result["axis"])
 
-    def _validation_batch(self):
-        dls = self.dataloaders()
-        paths = [Path(p) for p in dls.valid.items]
+    def inputs(self, paths: list[Path], with_labels: bool = False):
+        """Images at ``paths`` through the run's own preprocessing (and their labels when ``with_labels``)."""
         inputs, targets = [], []
-        for xb, yb in dls.test_dl(paths, with_labels=True):
-            inputs.append(xb.as_subclass(torch.Tensor).cpu())
-            targets.append(yb.as_subclass(torch.Tensor).cpu())
-        return paths, torch.cat(inputs), torch.cat(targets)
+        for batch in self.dataloaders().test_dl(paths, with_labels=with_labels):
+            inputs.append(batch[0].as_subclass(torch.Tensor).cpu())
+            if with_labels:
+                targets.append(batch[1].as_subclass(torch.Tensor).cpu())
+        return (torch.cat(inputs), torch.cat(targets)) if with_labels else torch.cat(inputs)
+
+    def _validation_batch(self):
+        paths = [Path(p) for p in self.dataloaders().valid.items]
+        return (paths, *self.inputs(paths, with_labels=True))
 
     def validation_predictions(self) -> tuple[list[Path], torch.Tensor, torch.Tensor, torch.Tensor]:
         """Validation paths, inputs, true and predicted class indices (in the dataloader's order)."""
@@ -271,8 +328,10 @@ class Run:
         wrong = torch.nonzero(predicted != targets).flatten().tolist()
         right = torch.nonzero(predicted == targets).flatten().tolist()
         n = self.settings.explain_images
-        chosen = wrong[: n // 2] + right[: n - min(len(wrong), n // 2)]
-        chosen = chosen[:n]
+        # Misclassified images first (up to half), then correct ones taking the classes in turn.
+        by_class = [[i for i in right if int(targets[i]) == c] for c in range(int(targets.max()) + 1)]
+        alternating = [i for group in itertools.zip_longest(*by_class) for i in group if i is not None]
+        chosen = (wrong[: n // 2] + alternating)[:n]
         images, labels, guesses = inputs[chosen], targets[chosen], predicted[chosen]
         out = self.dir / "explanations"
         out.mkdir(exist_ok=True)
@@ -284,7 +343,7 @@ class Run:
         explainer = CausalExplainer(classifier, iterations=self.settings.causal_iterations, seed=self.settings.seed)
         store = ResultsStore(out / "explanations.sqlite")
         causal, no_cause = [], []
-        for index, image in zip(chosen, images):
+        for index, image in tqdm(list(zip(chosen, images)), desc="Causal explanations", unit="img"):
             result = explainer.explain(image, paths=[str(paths[index])])
             result.path = str(paths[index])
             store.add(result)
@@ -297,7 +356,8 @@ class Run:
                     + ("\ncausal: no pixel is a cause" if empty else "")
                     for i, t, p, empty in zip(chosen, labels, guesses, no_cause)]
         save_gallery(images, maps, captions, out / "gallery.png")
-        trust = {"images": [str(paths[i]) for i in chosen], "deletion_auc": {}, "insertion_auc": {}}
+        trust = {"validation_accuracy": float((predicted == targets).float().mean()),
+                 "images": [str(paths[i]) for i in chosen], "deletion_auc": {}, "insertion_auc": {}}
         for name, method_maps in maps.items():
             curves = deletion_insertion(classifier, images, method_maps, target=guesses, steps=20)
             trust["deletion_auc"][name] = float(curves.deletion_auc.mean())

@@ -29,11 +29,12 @@ nav a{margin-right:1em} .muted{color:#777;font-size:.9em}
 """
 
 
-def _image(path: Path, alt: str) -> str:
+def _image(path: Path, alt: str, width: int | None = None) -> str:
     if not path.is_file():
         return f'<p class="muted">({html.escape(alt)}: not produced by this run)</p>'
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    size = f' style="width:{width}px"' if width else ""
+    return f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{data}">'
 
 
 def _table(frame: pd.DataFrame, floats: str = "{:.3f}") -> str:
@@ -90,8 +91,10 @@ def write_report(run) -> Path:
     sections = {
         "data": ("The data", f"<p>Source: <code>{html.escape(data['source'])}</code>; {len(data['skipped'])} "
                  f"unreadable file(s) skipped.</p>{_table(counts, '{:.0f}')}{_image(figures / 'samples.png', 'samples')}"),
-        "training": ("Training", _image(figures / "losses.png", "loss curves")
-                     + _image(figures / "confusion.png", "confusion matrix")),
+        "training": ("Training", f"<p>Three phases (adversarial, denoising autoencoder, classifier); validation "
+                     f"accuracy {metrics['validation_accuracy']:.1%} on {len(targets)} images.</p>"
+                     + _image(figures / "losses.png", "loss curves")
+                     + _image(figures / "confusion.png", "confusion matrix", width=360)),
         "latent-space": ("The latent space", _image(directory / "models" / "tsne_xaaenet_ae.png", "t-SNE")
                          + _image(directory / "models" / "pls_xaaenet_classif.png", "PLS")),
         "pixel-cues": ("Pixel cues and the decision axis", verdict

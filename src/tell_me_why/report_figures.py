@@ -37,6 +37,7 @@ def save_samples(paths_by_class: dict[str, list[str]], save_path: Path, per_clas
 def save_loss_curves(history: list[dict], save_path: Path) -> Path:
     """Training and validation losses (and accuracy when recorded) per epoch, one panel per phase."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     with figure_style():
         fig, axes = plt.subplots(1, len(history), figsize=(4.5 * len(history), 3.4), squeeze=False)
@@ -47,6 +48,10 @@ def save_loss_curves(history: list[dict], save_path: Path) -> Path:
             for index, name in enumerate(names):
                 if name in ("train_loss", "valid_loss", "accuracy"):
                     ax.plot(epochs, values[:, index], marker="o", label=name)
+            losses = values[:, :2] if values.size else values
+            if losses.size and (losses > 0).all() and losses.max() > 20 * losses.min():
+                ax.set_yscale("log")  # a first-epoch spike would otherwise flatten every later epoch
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_title(f"{phase['phase']} ({phase['seconds']:.0f} s)")
             ax.set_xlabel("epoch")
             ax.legend(fontsize=8)

@@ -82,6 +82,10 @@ def upsample(cam: torch.Tensor, size) -> torch.Tensor:
 class _CAM(Attribution):
     def __init__(self, model: nn.Module, layer: nn.Module | None = None) -> None:
         super().__init__(model)
+        if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+            raise ValueError(f"{type(self).__name__} captures a layer's activation with a forward hook, which "
+                             f"TorchScript modules do not support; load the model from a state dict with its "
+                             f"architecture, or use a gradient or causal method.")
         self.layer = layer
 
     def _activation_and_gradient(self, inputs, target):
