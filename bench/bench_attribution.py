@@ -3,7 +3,8 @@
     .venv/bin/python bench/bench_attribution.py [--batch 8] [--size 224] [--rounds 7]
 
 Random-init torchvision resnet18, a batch of ``--batch`` images of ``--size`` px, 2 torch threads. Times: ours
-and captum in one process (``_attribution_worker.py ours+captum``), ``--rounds`` paired rounds in ABBA order;
+and captum in one process (``_attribution_worker.py ours+captum``), ``--rounds`` paired rounds in ABBA order (five times as many for
+the one-pass methods);
 the speed-up is the median per-round ratio with a bootstrap 90 % interval (this VM's speed drifts by 20 %
 between runs, so separate processes compare badly); peak memory: each implementation in its own process. captum comes from this venv (the test extra, from PyPI); pytorch-grad-cam (the peer for Grad-CAM++)
 from bench/.venv-gradcam, created on first use, and is timed in its own process. IG: 50
@@ -24,14 +25,17 @@ from _venvs import ensure_gradcam_venv, run_json_worker
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+# One pass each: five times the rounds, since a call is short and the VM's jitter is not.
+CHEAP = {"saliency", "input_x_gradient", "gradcam"}
 METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "gradcam", "gradcam++",
            "gradient_shap")
 
 
 def run(python: Path, impl: str, method: str, args) -> dict:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src"), "HOME": str(HERE)}
+    rounds = args.rounds * 5 if method in CHEAP else args.rounds
     command = [str(python), str(HERE / "_attribution_worker.py"), impl, method, str(args.batch), str(args.size),
-               str(args.rounds)]
+               str(rounds)]
     try:
         return run_json_worker(command, env, label=f"{impl} {method}")
     except RuntimeError as error:  # one failing method should not hide the others' figures

@@ -374,3 +374,35 @@ def test_rollout_on_torchvision_vit_b_16():
     vit = torchvision.models.vit_b_16(weights=None).eval()
     grid = AttentionRollout(vit, head_fusion="max", discard_ratio=0.5).attribute(torch.rand(1, 3, 224, 224))
     assert grid.shape == (1, 14, 14) and grid.max().item() == pytest.approx(1.0) and grid.min() >= 0
+
+
+def test_timm_models_default_cam_layer_and_vit_attention():
+    timm = pytest.importorskip("timm")
+    from tell_me_why.attribution import AttentionRollout, attention_maps
+
+    torch.manual_seed(7)
+    cnn = timm.create_model("resnet18", pretrained=False, num_classes=2).eval()
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(GradCAM(cnn).attribute(x, target=1), GradCAM(cnn, layer=cnn.layer4).attribute(x, target=1))
+
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, num_classes=2).eval()
+    x = torch.rand(2, 3, 32, 32)
+    fused_before = [block.attn.fused_attn for block in vit.blocks]
+    with torch.no_grad():
+        before = vit(x)
+    first_input = []
+    handle = vit.blocks[0].attn.register_forward_hook(lambda m, args, out: first_input.append(args[0]))
+    maps = attention_maps(vit, x)
+    handle.remove()
+    assert len(maps) == len(vit.blocks) and maps[0].shape == (2, 3, 17, 17)
+    # The first layer's weights by hand: softmax(q k^T / sqrt(d)) from the block's own projections.
+    attn = vit.blocks[0].attn
+    q, k, _ = attn.qkv(first_input[0]).reshape(2, 17, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+    expected = torch.softmax(attn.q_norm(q) @ attn.k_norm(k).transpose(-2, -1) * attn.scale, -1)
+    torch.testing.assert_close(maps[0], expected.detach())
+    assert [block.attn.fused_attn for block in vit.blocks] == fused_before
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in vit.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(vit(x), before)
+    grid = AttentionRollout(vit).attribute(x)
+    assert grid.shape == (2, 4, 4) and grid.flatten(1).max(1).values.allclose(torch.ones(2))

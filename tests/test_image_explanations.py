@@ -90,3 +90,17 @@ def test_bad_explain_arguments_give_clear_errors(tmp_path, capsys):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     assert main(["explain", "--images", str(tmp_path / "a.png"), "--out", str(tmp_path / "norun")]) == 2
     assert "not a tmw run directory" in capsys.readouterr().err
+
+
+def test_timm_state_dict_loads_by_name(tmp_path):
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    original = timm.create_model("resnet10t", pretrained=False, num_classes=2).eval()
+    save_file(original.state_dict(), tmp_path / "timm.safetensors")
+    inputs = torch.rand(1, 3, 64, 64)
+    loaded = load_classifier(tmp_path / "timm.safetensors", arch="timm/resnet10t")
+    torch.testing.assert_close(loaded(inputs), original(inputs))
+    with pytest.raises(ValueError, match="Unknown timm architecture 'resnet10x'"):
+        load_classifier(tmp_path / "timm.safetensors", arch="timm/resnet10x")

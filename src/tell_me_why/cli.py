@@ -51,7 +51,7 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--images", type=Path, help="an image file or a folder of images to explain")
     group.add_argument("--model", type=Path, help="a TorchScript file or a state dict (.safetensors/.pt/.pth) "
                                                   "instead of the run's model")
-    group.add_argument("--arch", help="torchvision architecture of a state dict (e.g. resnet18)")
+    group.add_argument("--arch", help="architecture of a state dict: a torchvision name (e.g. resnet18) or timm/NAME")
     group.add_argument("--num-classes", type=int, default=2, help="outputs of --arch (default: 2)")
     group.add_argument("--classes", help="comma-separated class names of --model, in output order")
     group.add_argument("--normalisation", choices=sorted(NORMALISATIONS), default="none",

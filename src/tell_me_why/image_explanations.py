@@ -86,12 +86,32 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _architecture(arch: str, num_classes: int) -> nn.Module:
+    """A randomly initialised torchvision model, or a timm one for ``timm/NAME`` (no download either way)."""
+    if arch.startswith("timm/"):
+        try:
+            import timm
+        except ImportError as error:
+            raise ValueError(f"--arch {arch} needs timm: pip install timm.") from error
+        name = arch.removeprefix("timm/")
+        if name not in timm.list_models():
+            raise ValueError(f"Unknown timm architecture {name!r}; see timm.list_models().")
+        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+    import torchvision
+
+    available = torchvision.models.list_models()
+    if arch not in available:
+        raise ValueError(f"Unknown architecture {arch!r}; torchvision models: {', '.join(available)}, "
+                         f"or timm/NAME for a timm model.")
+    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+
+
 def load_classifier(path: str | Path, arch: str | None = None, num_classes: int = 2) -> nn.Module:
     """A classifier from ``path``, in eval mode, on the CPU.
 
     A TorchScript file (``torch.jit.save``) loads as is. A state dict (``.safetensors``, or ``.pt``/``.pth`` read
-    with ``weights_only=True``) needs ``arch``, a torchvision model name (``resnet18``, ``vit_b_16``, ...),
-    built with ``num_classes`` outputs; every key must match.
+    with ``weights_only=True``) needs ``arch``, a torchvision model name (``resnet18``, ``vit_b_16``, ...) or
+    ``timm/NAME`` for a timm model, built with ``num_classes`` outputs; every key must match.
     """
     path = Path(path)
     if not path.is_file():
@@ -101,12 +121,7 @@ def load_classifier(path: str | Path, arch: str | None = None, num_classes: int 
     if arch is None:
         raise ValueError(f"{path} holds weights only (a state dict): name its architecture with --arch "
                          f"(a torchvision model name, e.g. resnet18), or save the model as TorchScript.")
-    import torchvision
-
-    available = torchvision.models.list_models()
-    if arch not in available:
-        raise ValueError(f"Unknown architecture {arch!r}; torchvision models: {', '.join(available)}.")
-    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    model = _architecture(arch, num_classes)
     try:
         model.load_state_dict(_state_dict(path))
     except RuntimeError as error:  # missing, unexpected or differently shaped parameters, all listed
@@ -225,6 +240,10 @@ def explain_images(
     index = _target_indices(target, names)
     targets = probabilities.argmax(1) if index is None else torch.full((len(images),), index, dtype=torch.long)
     result = ImageExplanations([Path(p) for p in paths], images, probabilities, targets, names)
+    if "causal" in methods:
+        from .causal import CausalExplainer
+
+        causal = CausalExplainer(classifier, iterations=causal_iterations)
     bar = tqdm(total=len(methods) * len(images), desc="Explaining", unit="map", disable=not progress)
     for method in methods:
         bar.set_postfix_str(method)
@@ -232,10 +251,7 @@ def explain_images(
         for start in range(0, len(images), batch_size):
             batch, batch_targets = images[start : start + batch_size], targets[start : start + batch_size]
             if method == "causal":
-                from .causal import CausalExplainer
-
-                explainer = CausalExplainer(classifier, iterations=causal_iterations)
-                found = explainer.explain(batch, target=batch_targets.tolist())
+                found = causal.explain(batch, target=batch_targets.tolist())
                 chunks.append(torch.stack([torch.from_numpy(e.responsibility).float()[None] for e in found]))
             else:
                 chunks.append(explain(classifier, batch, method=method, target=batch_targets).detach())

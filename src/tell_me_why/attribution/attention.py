@@ -1,4 +1,4 @@
-"""Attention maps and attention rollout for vision transformers (torchvision ``VisionTransformer`` style).
+"""Attention maps and attention rollout for vision transformers (torchvision ``VisionTransformer`` and timm ViTs).
 
 The attention weights are read from every ``nn.MultiheadAttention`` by asking it for per-head weights during the
 call (a forward pre-hook sets ``need_weights=True, average_attn_weights=False``; the module's output is the same),
@@ -18,12 +18,24 @@ from .base import eval_mode
 __all__ = ["attention_maps", "AttentionRollout"]
 
 
+def _timm_attention_modules(model: nn.Module) -> list[nn.Module]:
+    """timm-style attention blocks: softmax weights pass through ``attn_drop`` unless fused attention is on."""
+    return [m for m in model.modules()
+            if hasattr(m, "fused_attn") and isinstance(getattr(m, "attn_drop", None), nn.Module)]
+
+
 @torch.no_grad()
 def attention_maps(model: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
-    """Per-layer attention weights (B, heads, tokens, tokens), in call order."""
+    """Per-layer attention weights (B, heads, tokens, tokens), in call order.
+
+    Reads ``nn.MultiheadAttention`` (torchvision) and timm's attention blocks: for the latter, fused attention
+    is switched off for the call (restored after), so the softmax weights reach ``attn_drop``, whose input is
+    recorded (dropout is the identity in eval mode).
+    """
     layers = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
-    if not layers:
-        raise ValueError("The model has no nn.MultiheadAttention module.")
+    timm_layers = _timm_attention_modules(model)
+    if not layers and not timm_layers:
+        raise ValueError("The model has no attention module (nn.MultiheadAttention or timm Attention).")
     captured: list[torch.Tensor] = []
 
     def ask_for_weights(_module, args, kwargs):
@@ -32,14 +44,23 @@ def attention_maps(model: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]
     def keep(_module, _args, output):
         captured.append(output[1].detach())
 
+    def keep_softmax(_module, args, _output):
+        captured.append(args[0].detach())
+
     handles = [m.register_forward_pre_hook(ask_for_weights, with_kwargs=True) for m in layers]
     handles += [m.register_forward_hook(keep) for m in layers]
+    handles += [m.attn_drop.register_forward_hook(keep_softmax) for m in timm_layers]
+    fused = [m.fused_attn for m in timm_layers]
     try:
+        for m in timm_layers:
+            m.fused_attn = False
         with eval_mode(model):
             model(inputs)
     finally:
         for handle in handles:
             handle.remove()
+        for m, flag in zip(timm_layers, fused):
+            m.fused_attn = flag
     return captured
 
 
@@ -77,7 +98,9 @@ class AttentionRollout:
         """CLS-to-patch rollout on the patch grid (B, h, w), normalised to max 1 per image (class-agnostic:
         ``target`` is accepted for a uniform interface and ignored)."""
         rolled = self.rollout(attention_maps(self.model, inputs))
-        patches = rolled[:, 0, 1:]
+        # CLS first, then any other prefix tokens (timm's distillation or register tokens), then the patches.
+        prefix = getattr(self.model, "num_prefix_tokens", 1)
+        patches = rolled[:, 0, prefix:]
         height, width = inputs.shape[-2:]
         rows = round(math.sqrt(patches.shape[1] * height / width))
         grid = patches.reshape(len(patches), rows, -1)
