@@ -60,6 +60,31 @@ def test_run_model_explains_new_images_as_it_saw_them(finished_run):
 
 
 @pytest.mark.slow
+def test_interrupted_run_resumes_without_redoing_finished_steps(tmp_path, capsys, monkeypatch):
+    from tell_me_why.pipeline import Run
+
+    data, out = image_folder(tmp_path / "data"), tmp_path / "run"
+    finish_explain = Run.step_explain
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Run, "step_explain", interrupted)
+    assert main(["run", str(data), "--out", str(out), *TINY]) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+    assert json.loads((out / "run_state.json").read_text())["done"] == ["data", "train", "features", "interpret"]
+    checkpoint = (out / "models" / "xaaenet_classif.safetensors").stat().st_mtime_ns
+    monkeypatch.setattr(Run, "step_explain", finish_explain)
+    assert main(["run", str(data), "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out
+    for step in ("data", "train", "features", "interpret"):
+        assert f"[tmw] {step}: already done, skipped" in printed
+    assert "[tmw] explain: finished" in printed and "[tmw] report: finished" in printed
+    assert (out / "models" / "xaaenet_classif.safetensors").stat().st_mtime_ns == checkpoint
+    assert (out / "report.html").is_file()
+
+
+@pytest.mark.slow
 def test_csv_labelled_data(tmp_path):
     data = image_folder(tmp_path / "images")
     rows = ["path,label"] + [f"{p.relative_to(tmp_path)},{p.parent.name}" for p in sorted(data.rglob("*.png"))]
@@ -83,12 +108,18 @@ def test_bad_data_gives_clear_errors(tmp_path, capsys):
     (data / "dark" / "broken.png").write_bytes(b"not an image")
     assert main(["run", str(data), "--out", str(tmp_path / "c"), "--on-unreadable", "raise", *TINY]) == 2
     assert "broken.png" in capsys.readouterr().err
+    assert main(["run", str(data), "--out", str(tmp_path / "e"), *TINY, "--valid-pct", "0.1"]) == 2
+    error = capsys.readouterr().err
+    assert "validation split (10%) holds too few images" in error and "raise --valid-pct" in error
+    assert not (tmp_path / "e" / "models").exists()  # found before any training
+    assert main(["run", str(data), "--out", str(tmp_path / "e"), *TINY, "--valid-pct", "0.5"]) == 0  # same dir
     (tmp_path / "settings.toml").write_text("epochs = 3\n")
     assert main(["run", str(data), "--out", str(tmp_path / "d"), "--config", str(tmp_path / "settings.toml")]) == 2
     assert "Unknown setting(s) ['epochs']" in capsys.readouterr().err
 
 
-def test_help_shows_examples(capsys):
+@pytest.mark.parametrize("command", [[], ["run"], ["train"], ["features"], ["interpret"], ["explain"], ["report"]])
+def test_help_shows_examples(capsys, command):
     with pytest.raises(SystemExit):
-        main(["run", "--help"])
-    assert "examples:" in capsys.readouterr().out
+        main([*command, "--help"])
+    assert "examples:\n  tmw " in capsys.readouterr().out

@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"tmw: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ntmw: interrupted. Finished steps are kept: run the same command again to resume.", file=sys.stderr)
+        return 130
     print("\n" + run.summary())
     return 0
 

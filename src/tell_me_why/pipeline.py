@@ -10,6 +10,7 @@ import itertools
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoints import load_weights, write_json
-from .data_sources import LabelledImages, from_csv, from_filename_rule, from_folder
+from .data_sources import DataSourceError, LabelledImages, from_csv, from_filename_rule, from_folder
 
 __all__ = ["RunSettings", "Run", "STEPS"]
 
 STEPS = ("data", "train", "features", "interpret", "explain", "report")
+MIN_VALID_PER_CLASS = 2
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,8 @@ class Run:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         saved = self.dir / "settings.json"
-        if saved.is_file():
+        self.state_path = self.dir / "run_state.json"
+        if saved.is_file() and self.done:  # before any finished step, new settings simply replace the old
             previous = json.loads(saved.read_text())
             if previous != asdict(settings):
                 changed = sorted(k for k in previous if previous.get(k) != asdict(settings).get(k))
@@ -129,7 +132,6 @@ class Run:
                                  f"run directory, or the same settings to resume.")
         write_json(saved, asdict(settings))
         self.settings = settings
-        self.state_path = self.dir / "run_state.json"
         self._dls = None
         self._model = None
 
@@ -255,6 +257,14 @@ class Run:
             "skipped": [[str(p), reason] for p, reason in data.skipped],
         })
         print(f"[tmw] data: {data.counts()} from {data.source}; {len(data.skipped)} unreadable file(s) skipped")
+        # The axis is tested on the validation images: fail now, not after training, if that cannot work.
+        label_of = dict(zip(data.paths, data.labels))
+        valid = Counter(label_of[Path(p)] for p in self.dataloaders().valid.items)
+        short = {c: valid[c] for c in data.classes if valid[c] < MIN_VALID_PER_CLASS}
+        if short:
+            raise DataSourceError(
+                f"The validation split ({self.settings.valid_pct:.0%}) holds too few images of {short}; the "
+                f"interpretation needs at least {MIN_VALID_PER_CLASS} per class. Add images or raise --valid-pct.")
 
     def step_train(self) -> None:
         from .training import train_xaaenet
