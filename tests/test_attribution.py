@@ -186,10 +186,11 @@ def test_targets_single_logit_heads_and_errors(images):
     expected_sign = torch.where(logit > 0, 1.0, -1.0)
     weight = single[1].weight.view(1, 3, 64, 64)
     torch.testing.assert_close(gradient, expected_sign.view(-1, 1, 1, 1) * weight.expand_as(gradient))
-    with pytest.raises(ValueError, match="2 targets for 3 images"):
-        Saliency(single).attribute(images, target=[0, 1])
-    with pytest.raises(ValueError, match=r"class indices in \[0, 2\)"):
-        Saliency(single).attribute(images, target=2)
+    for method in (Saliency, InputXGradient, IntegratedGradients, SmoothGrad, GradientShap):
+        with pytest.raises(ValueError, match="2 targets for 3 images"):
+            method(single).attribute(images, target=[0, 1])
+        with pytest.raises(ValueError, match=r"class indices in \[0, 2\)"):
+            method(single).attribute(images, target=2)
     with pytest.raises(ValueError, match="Unknown attribution method"):
         explain(single, images, method="lime")
 
@@ -329,6 +330,38 @@ def test_shapley_sampling_is_efficient_and_exact_on_an_additive_model():
         group = superpixel_groups(image)
         per_group = torch.stack([value[0][group == g][0] for g in torch.unique(group)])
         assert per_group.sum().item() == pytest.approx(delta.item(), abs=1e-4)  # efficiency
+
+
+def test_default_shapley_grid_does_not_grow_with_the_image_and_bad_groups_are_refused():
+    from tell_me_why.attribution import ShapleyValueSampling, grid_groups
+
+    for size in (32, 96, 100):
+        labels = grid_groups(size, size)
+        assert len(torch.unique(labels)) == 64 and labels.shape == (size, size)
+    assert len(torch.unique(grid_groups(30, 90, cells=3))) == 9
+    calls = []
+    model = nn.Sequential(nn.Flatten(), nn.LazyLinear(2))
+    model(torch.rand(1, 1, 40, 40))
+    model.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    ShapleyValueSampling(model).attribute(torch.rand(1, 1, 40, 40), target=1, n_permutations=2, batch_size=1000)
+    assert sum(calls) == 1 + 2 * 65  # prediction, then 64 groups + the empty coalition per order
+    explainer = ShapleyValueSampling(model)
+    with pytest.raises(ValueError, match="groups='patches'"):
+        explainer.attribute(torch.rand(1, 1, 40, 40), target=1, groups="patches")
+    with pytest.raises(ValueError, match=r"label map has shape \(8, 8\); the images are \(40, 40\)"):
+        explainer.attribute(torch.rand(1, 1, 40, 40), target=1, groups=torch.zeros(8, 8))
+
+
+def test_pointing_game_tolerance_counts_peaks_near_the_evidence():
+    evidence = np.zeros((1, 10, 10), dtype=bool)
+    evidence[0, 4:6, 4:6] = True
+    near = torch.zeros(1, 1, 10, 10)
+    near[0, 0, 2, 7] = 1.0  # two rows above and two columns right of the box
+    assert not pointing_game(near, evidence)[0]
+    assert not pointing_game(near, evidence, tolerance=1)[0]
+    assert pointing_game(near, evidence, tolerance=2)[0]
+    with pytest.raises(ValueError, match="tolerance"):
+        pointing_game(near, evidence, tolerance=-1)
 
 
 def test_activation_maximisation_draws_what_the_class_needs_and_deepdream_amplifies(planted_cnn):

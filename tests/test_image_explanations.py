@@ -104,3 +104,19 @@ def test_timm_state_dict_loads_by_name(tmp_path):
     torch.testing.assert_close(loaded(inputs), original(inputs))
     with pytest.raises(ValueError, match="Unknown timm architecture 'resnet10x'"):
         load_classifier(tmp_path / "timm.safetensors", arch="timm/resnet10x")
+
+
+def test_every_method_offered_by_tmw_explain_finds_the_planted_square_with_its_defaults(planted_cnn):
+    from tell_me_why.image_explanations import IMAGE_METHODS, explain_images
+
+    model, test, positives = planted_cnn
+    chosen = positives[:10]
+    result = explain_images(model, test.images[chosen], [f"{i}.png" for i in chosen], methods=IMAGE_METHODS,
+                            target=1, progress=False)
+    squares = np.stack([test.square_mask(i) for i in chosen])
+    assert set(result.maps) == set(IMAGE_METHODS)
+    patch_side = test.images.shape[-1] // 8  # Shapley values are constant over the cells of an 8 x 8 grid
+    for method, maps in result.maps.items():
+        assert len(maps) == len(chosen) and torch.isfinite(maps).all(), method
+        tolerance = patch_side - 1 if method == "shapley_sampling" else 0
+        assert pointing_game(maps.abs(), squares, tolerance=tolerance).mean() >= 0.8, method

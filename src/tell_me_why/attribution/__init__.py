@@ -15,14 +15,14 @@ from .feature_visualisation import ActivationMaximisation, DeepDream
 from .gradient_shap import GradientShap
 from .gradients import InputXGradient, Saliency
 from .integrated_gradients import IntegratedGradients, quadrature
-from .shapley import ShapleyValueSampling, patch_groups, superpixel_groups
+from .shapley import ShapleyValueSampling, grid_groups, patch_groups, superpixel_groups
 from .smoothgrad import SmoothGrad
 from .tcav import TCAV, TCAVResult
 
 __all__ = [
     "Attribution", "Saliency", "InputXGradient", "IntegratedGradients", "SmoothGrad", "GradCAM", "GradCAMPlusPlus",
     "GradientShap", "ShapleyValueSampling", "AttentionRollout", "attention_maps", "patch_groups",
-    "superpixel_groups", "ActivationMaximisation", "DeepDream", "TCAV", "TCAVResult", "METHODS", "explain", "default_cam_layer", "upsample", "quadrature", "resolve_targets",
+    "superpixel_groups", "grid_groups", "ActivationMaximisation", "DeepDream", "TCAV", "TCAVResult", "METHODS", "explain", "default_cam_layer", "upsample", "quadrature", "resolve_targets",
     "target_scores", "eval_mode",
 ]
 

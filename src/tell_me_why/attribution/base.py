@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["Attribution", "TargetSpec", "resolve_targets", "target_scores", "eval_mode", "class_probabilities"]
+__all__ = ["Attribution", "TargetSpec", "expand_targets", "resolve_targets", "target_scores", "eval_mode", "class_probabilities"]
 
 TargetSpec = int | Sequence[int] | torch.Tensor | None
 
@@ -30,6 +30,17 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
+def expand_targets(target: int | Sequence[int] | torch.Tensor, batch: int) -> torch.Tensor:
+    """``batch`` class indices from one int or one per image; their range is checked by :func:`resolve_targets`,
+    which needs the model's outputs."""
+    targets = torch.as_tensor(target, dtype=torch.long).reshape(-1)
+    if targets.numel() == 1:
+        targets = targets.expand(batch)
+    if targets.numel() != batch:
+        raise ValueError(f"Got {targets.numel()} targets for {batch} images; give one int, one per image, or None.")
+    return targets
+
+
 def resolve_targets(outputs: torch.Tensor, target: TargetSpec, batch: int | None = None) -> torch.Tensor:
     """One class index per image: ``None`` (the predicted class), an int, or one per image.
 
@@ -43,11 +54,7 @@ def resolve_targets(outputs: torch.Tensor, target: TargetSpec, batch: int | None
     if target is None:
         logits = outputs.reshape(batch, -1)
         return (logits[:, 0] > 0).long() if single else logits.argmax(1)
-    targets = torch.as_tensor(target, dtype=torch.long).reshape(-1)
-    if targets.numel() == 1:
-        targets = targets.expand(batch)
-    if targets.numel() != batch:
-        raise ValueError(f"Got {targets.numel()} targets for {batch} images; give one int, one per image, or None.")
+    targets = expand_targets(target, batch)
     if (targets < 0).any() or (targets >= classes).any():
         raise ValueError(f"Targets must be class indices in [0, {classes}), got {targets.tolist()}.")
     return targets.to(outputs.device)

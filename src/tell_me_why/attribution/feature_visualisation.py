@@ -88,7 +88,7 @@ class ActivationMaximisation:
                     (gradient,) = torch.autograd.grad(loss, parameters)
                     parameters.grad = gradient
                     optimiser.step()
-                    history.append(float(objective))
+                    history.append(objective.item())
         finally:
             handle.remove()
         return torch.sigmoid(parameters).detach(), history

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Attribution, TargetSpec, resolve_targets
+from .base import Attribution, TargetSpec, expand_targets, resolve_targets
 
 __all__ = ["SmoothGrad", "NOISE_TUNNEL_TYPES"]
 
@@ -43,8 +43,11 @@ class SmoothGrad(Attribution):
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
         inputs = inputs.detach()
-        with torch.no_grad():
-            targets = resolve_targets(self.model(inputs), target)
+        if target is None:  # the predicted class needs a pass on the clean inputs
+            with torch.no_grad():
+                targets = resolve_targets(self.model(inputs), target)
+        else:  # checked against the model's classes by the wrapped method
+            targets = expand_targets(target, len(inputs)).to(inputs.device)
         flat = inputs.reshape(len(inputs), -1)
         sigma = (stdev_spread * (flat.max(1).values - flat.min(1).values)).view((-1,) + (1,) * (inputs.ndim - 1))
         generator = torch.Generator(device=inputs.device)
