@@ -230,10 +230,15 @@ def test_cascading_randomisation_changes_the_maps(planted_cnn, tmp_path):
         return GradCAM(m, layer=m.features[-1]).attribute(x, target=targets)
 
     steps = model_randomisation(model, gradcam, images, cascading=True)
-    assert [s.layer for s in steps][0] == "head"
+    assert [s.layer for s in steps] == ["head", "features.6", "features.3", "features.0"]  # output first
     assert steps[-1].spearman < 0.5 and steps[-1].spearman < steps[0].spearman + 1e-9
-    independent = model_randomisation(model, gradcam, images, cascading=False)
-    assert len(independent) == len(steps)
+    model.features[0].requires_grad_(False)  # frozen layers are part of the function explained
+    try:
+        independent = model_randomisation(model, gradcam, images, cascading=False)
+        assert [s.layer for s in independent] == [s.layer for s in steps]
+        assert not any(p.requires_grad for p in model.features[0].parameters())
+    finally:
+        model.features[0].requires_grad_(True)
     figure = plot_method_comparison(images[0], {k: v[:1] for k, v in _planted_maps(model, images[:1]).items()},
                                     save_path=tmp_path / "compare.png")
     assert (tmp_path / "compare.png").stat().st_size > 5000 and len(figure.axes) == 4

@@ -27,6 +27,9 @@ def test_run_end_to_end_then_resume(finished_run, capsys):
     for name in ("settings.json", "latents.parquet", "features.parquet", "metrics.json",
                  "models/xaaenet_classif.safetensors", "explanations/explanations.sqlite"):
         assert (out / name).is_file(), name
+    layers = [step["layer"] for step in json.loads((out / "metrics.json").read_text())["randomisation"]]
+    assert layers[0] == "model.linear" and layers[-1].startswith("model.encoder.")  # the prediction's path only
+    assert not [name for name in layers if "decoder" in name or "critic" in name]
     capsys.readouterr()
     assert main(["run", str(data), "--out", str(out), *TINY]) == 0
     printed = capsys.readouterr().out

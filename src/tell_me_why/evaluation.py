@@ -153,6 +153,37 @@ def _normalised_abs(maps: torch.Tensor) -> np.ndarray:
     return values / np.where(peak > 0, peak, 1.0)[:, None, None]
 
 
+def _layers_from_the_output(model: nn.Module, probe: torch.Tensor) -> list[tuple[str, nn.Module]]:
+    """The modules with parameters of their own that the output on ``probe`` depends on, from the output back
+    (reversed order of their last call). Modules the forward pass runs without leading to the output (an
+    xAAEnet's decoder or critic) are left out: randomising them cannot change an explanation of the prediction."""
+    names = {module: name for name, module in model.named_modules()}
+    owners = [module for module in names if next(module.parameters(recurse=False), None) is not None]
+    called: list[nn.Module] = []
+    handles = [module.register_forward_hook(lambda module, args, output: called.append(module)) for module in owners]
+    # Frozen parameters count too (they are part of the function explained): gradients are asked for them all.
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    try:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+        with torch.enable_grad(), eval_mode(model):
+            output = model(probe)
+            ordered = list(dict.fromkeys(reversed(called)))
+            own = [list(module.parameters(recurse=False)) for module in ordered]
+            gradients = torch.autograd.grad(output.sum(), [p for params in own for p in params], allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for parameter in frozen:
+            parameter.requires_grad_(False)
+    used, position = [], 0
+    for module, params in zip(ordered, own):
+        if any(g is not None for g in gradients[position : position + len(params)]):
+            used.append((names[module], module))
+        position += len(params)
+    return used
+
+
 def model_randomisation(
     model: nn.Module,
     explain: Callable[[nn.Module, torch.Tensor], torch.Tensor],
@@ -161,7 +192,8 @@ def model_randomisation(
     seed: int = 0,
 ) -> list[RandomisationStep]:
     """The sanity check of Adebayo et al.: re-initialise the model's layers from the output down (cascading) or
-    one at a time (independent) and compare each explanation with the original. A method that explains the
+    one at a time (independent) and compare each explanation with the original. The layers are those the
+    prediction runs, in the order of the forward pass. A method that explains the
     model must change when the model does (low similarity). The model is randomised in place and its saved
     state is restored afterwards, also after an error.
 
@@ -173,8 +205,7 @@ def model_randomisation(
         targets = resolve_targets(model(inputs), None)
     size = inputs.shape[-2:]
     original = _normalised_abs(pixel_relevance(explain(model, inputs, targets), size))
-    layers = [(name, module) for name, module in model.named_modules()
-              if any(p.requires_grad for p in module.parameters(recurse=False))][::-1]
+    layers = _layers_from_the_output(model, inputs[:1])
     generator = torch.Generator().manual_seed(seed)
     # Randomise in place and restore the saved state afterwards (deep copies fail on models that keep
     # non-leaf tensors as attributes, like xAAEnet's z).
