@@ -126,3 +126,17 @@ def test_help_shows_examples(capsys, command):
     with pytest.raises(SystemExit):
         main([*command, "--help"])
     assert "examples:\n  tmw " in capsys.readouterr().out
+
+
+def test_trust_table_reads_the_checks_in_plain_words():
+    from tell_me_why.report import trust_table
+
+    metrics = {"deletion_auc": {"Grad-CAM": 0.10, "Integrated Gradients": 0.50},
+               "insertion_auc": {"Grad-CAM": 0.90, "Integrated Gradients": 0.52},
+               "randomisation": [{"layer": "head", "spearman": 0.9}, {"layer": "conv", "spearman": 0.1}]}
+    reading = trust_table(metrics)["reading"]
+    assert reading["Grad-CAM"].startswith("its top pixels carry the decision")
+    assert "change with the weights (rank correlation 0.10" in reading["Grad-CAM"]
+    assert reading["Integrated Gradients"].startswith("no sign that it points at what the model uses")
+    metrics["randomisation"][-1]["spearman"] = 0.8
+    assert "barely change with random weights (rank correlation 0.80)" in trust_table(metrics)["reading"]["Grad-CAM"]

@@ -31,6 +31,19 @@ def test_folder_per_class(folder):
     assert list(dls.vocab) == ["cat", "dog"] and len(dls.train_ds) + len(dls.valid_ds) == 12
 
 
+def test_same_seed_same_training_order_whatever_the_global_random_state(folder):
+    import random
+
+    data = from_folder(folder)
+    orders = []
+    for global_state, seed in ((1, 7), (2, 7), (1, 8)):
+        random.seed(global_state)
+        train = data.dataloaders(size=8, bs=4, valid_pct=0.25, seed=seed).train
+        orders.append([train.get_idxs() for _ in range(2)])
+    assert orders[0] == orders[1]
+    assert orders[0] != orders[2]
+
+
 def test_unreadable_files_are_listed_and_skipped_or_fatal(folder):
     broken = folder / "dog" / "broken.png"
     broken.write_bytes(b"definitely not a png")

@@ -5,6 +5,7 @@ skipped or fatal (the user's choice).
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,7 +63,8 @@ class LabelledImages:
 
     def dataloaders(self, size: int | tuple[int, int] = 64, bs: int = 16, valid_pct: float = 0.2, seed: int = 42,
                     grey: bool = False, num_workers: int = 0, device=None):
-        """fastai ``DataLoaders`` (images in [0, 1], resized to ``size``, random split with ``seed``)."""
+        """fastai ``DataLoaders`` (images in [0, 1], resized to ``size``); ``seed`` fixes the random split and the
+        order in which the training images are shuffled."""
         from fastai.vision.all import CategoryBlock, DataBlock, ImageBlock, PILImage, PILImageBW, RandomSplitter, Resize
 
         label_of = dict(zip(self.paths, self.labels))
@@ -73,7 +75,12 @@ class LabelledImages:
             splitter=RandomSplitter(valid_pct=valid_pct, seed=seed),
             item_tfms=Resize(size),
         )
-        return block.dataloaders(self.source, bs=bs, num_workers=num_workers, device=device)
+        loaders = block.dataloaders(self.source, bs=bs, num_workers=num_workers, device=device)
+        # fastai seeds each loader's shuffling from the global `random` state when the loader is made, which no
+        # one has seeded yet: the same settings would train on a different order in every process.
+        for index, loader in enumerate(loaders.loaders):
+            loader.rng = random.Random(seed + index)
+        return loaders
 
 
 def _unreadable_reason(path: Path) -> str | None:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .checkpoints import atomic_path
 
-__all__ = ["write_report", "SECTIONS"]
+__all__ = ["write_report", "trust_table", "SECTIONS"]
 
 SECTIONS = ("data", "training", "latent-space", "pixel-cues", "local-explanations", "trust-checks", "settings")
 
@@ -25,6 +25,7 @@ table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ddd;paddin
 th{background:#f6f6f6} td:first-child,th:first-child{text-align:left}
 .verdict{padding:.7em 1em;border-radius:6px;margin:.8em 0}
 .bad{background:#fde8e8;color:#8a1c1c} .good{background:#e7f6ec;color:#1d5e32}
+.text-last td:last-child,.text-last th:last-child{text-align:left;max-width:28em}
 nav a{margin-right:1em} .muted{color:#777;font-size:.9em}
 """
 
@@ -37,8 +38,34 @@ def _image(path: Path, alt: str, width: int | None = None) -> str:
     return f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{data}">'
 
 
-def _table(frame: pd.DataFrame, floats: str = "{:.3f}") -> str:
-    return frame.to_html(float_format=lambda v: floats.format(v), border=0, escape=True)
+def _table(frame: pd.DataFrame, floats: str = "{:.3f}", classes: str | None = None) -> str:
+    return frame.to_html(float_format=lambda v: floats.format(v), border=0, escape=True, classes=classes)
+
+
+# Insertion must beat deletion by this much for a map to count as pointing at what the model uses; the cascading
+# randomisation must bring the maps' rank correlation with the original below RANDOMISED_RHO.
+FAITHFUL_MARGIN = 0.05
+RANDOMISED_RHO = 0.5
+
+
+def trust_table(metrics: dict) -> pd.DataFrame:
+    """Deletion and insertion AUC per method with a plain reading, and, for Grad-CAM, whether its maps changed
+    when every layer of the model had been randomised (the ``metrics.json`` of a run)."""
+    table = pd.DataFrame({"deletion AUC (lower is better)": metrics["deletion_auc"],
+                          "insertion AUC (higher is better)": metrics["insertion_auc"]})
+    gap = table.iloc[:, 1] - table.iloc[:, 0]
+    table["reading"] = [
+        "its top pixels carry the decision" if g > FAITHFUL_MARGIN
+        else "no sign that it points at what the model uses: read its maps with care" for g in gap]
+    steps = metrics.get("randomisation") or []
+    if steps and "Grad-CAM" in table.index:
+        rho = steps[-1]["spearman"]
+        table.loc["Grad-CAM", "reading"] += (
+            f"; its maps change with the weights (rank correlation {rho:.2f} once all are random)"
+            if rho < RANDOMISED_RHO
+            else f"; but its maps barely change with random weights (rank correlation {rho:.2f}): they show the "
+                 f"image more than the model")
+    return table
 
 
 def _versions() -> dict[str, str]:
@@ -84,8 +111,7 @@ def write_report(run) -> Path:
         verdict = (f'<div class="verdict bad">The decision axis is <b>not reliable</b> (held-out r = '
                    f'{axis["r"]:.2f}, permutation p = {axis["p_value"]:.3f}): it does not predict the label on '
                    f'images it was not fitted on, so the cue ranking below is not evidence about the model.</div>')
-    trust = pd.DataFrame({"deletion AUC (lower is better)": metrics["deletion_auc"],
-                          "insertion AUC (higher is better)": metrics["insertion_auc"]})
+    trust = trust_table(metrics)
     randomisation = pd.DataFrame(metrics["randomisation"]).set_index("layer")
     counts = pd.DataFrame({"images": data["counts"]})
     sections = {
@@ -107,7 +133,7 @@ def write_report(run) -> Path:
         "trust-checks": ("Trust checks", "<p>Deletion and insertion curves (target probability as the most "
                          "relevant pixels are removed or revealed) and cascading model randomisation of Grad-CAM "
                          "(Spearman correlation with the original maps; it should fall).</p>"
-                         + _table(trust) + _table(randomisation)),
+                         + _table(trust, classes="text-last") + _table(randomisation)),
         "settings": ("Settings and versions", _table(pd.DataFrame({"value": {k: str(v) for k, v in settings.items()}}))
                      + _table(pd.DataFrame({"version": _versions()}))),
     }
