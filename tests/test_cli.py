@@ -21,11 +21,12 @@ def test_run_end_to_end_then_resume(finished_run, capsys):
     report = (out / "report.html").read_text()
     for section in SECTIONS:
         assert f'<section id="{section}">' in report
-    assert report.count('src="data:image/png;base64,') >= 8
+    assert report.count('src="data:image/png;base64,') >= 9
     assert not re.search(r'src="(?!data:)', report)  # self-contained: no external resources
     assert json.loads((out / "run_state.json").read_text())["done"][-1] == "report"
     for name in ("settings.json", "latents.parquet", "features.parquet", "metrics.json",
-                 "models/xaaenet_classif.safetensors", "explanations/explanations.sqlite"):
+                 "models/xaaenet_classif.safetensors", "explanations/explanations.sqlite",
+                 "report_figures/randomisation.png"):
         assert (out / name).is_file(), name
     layers = [step["layer"] for step in json.loads((out / "metrics.json").read_text())["randomisation"]]
     assert layers[0] == "model.linear" and layers[-1].startswith("model.encoder.")  # the prediction's path only

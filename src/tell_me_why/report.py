@@ -82,7 +82,7 @@ def _versions() -> dict[str, str]:
 
 def write_report(run) -> Path:
     """Draw the report's own figures and write ``report.html`` in the run directory (atomically)."""
-    from .report_figures import save_confusion_matrix, save_loss_curves, save_samples
+    from .report_figures import save_confusion_matrix, save_loss_curves, save_randomisation_curve, save_samples
 
     directory = run.dir
     figures = directory / "report_figures"
@@ -112,7 +112,7 @@ def write_report(run) -> Path:
                    f'{axis["r"]:.2f}, permutation p = {axis["p_value"]:.3f}): it does not predict the label on '
                    f'images it was not fitted on, so the cue ranking below is not evidence about the model.</div>')
     trust = trust_table(metrics)
-    randomisation = pd.DataFrame(metrics["randomisation"]).set_index("layer")
+    save_randomisation_curve(metrics["randomisation"], figures / "randomisation.png")
     counts = pd.DataFrame({"images": data["counts"]})
     sections = {
         "data": ("The data", f"<p>Source: <code>{html.escape(data['source'])}</code>; {len(data['skipped'])} "
@@ -133,7 +133,8 @@ def write_report(run) -> Path:
         "trust-checks": ("Trust checks", "<p>Deletion and insertion curves (target probability as the most "
                          "relevant pixels are removed or revealed) and cascading model randomisation of Grad-CAM "
                          "(Spearman correlation with the original maps; it should fall).</p>"
-                         + _table(trust, classes="text-last") + _table(randomisation)),
+                         + _table(trust, classes="text-last")
+                         + _image(figures / "randomisation.png", "cascading randomisation")),
         "settings": ("Settings and versions", _table(pd.DataFrame({"value": {k: str(v) for k, v in settings.items()}}))
                      + _table(pd.DataFrame({"version": _versions()}))),
     }

@@ -1,4 +1,5 @@
-"""Figures of the run report: sample images, loss curves, confusion matrix, explanation gallery."""
+"""Figures of the run report: sample images, loss curves, confusion matrix, randomisation curve, explanation
+gallery."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from .evaluation import pixel_relevance
 from .plot_style import display_array, figure_style, finish_figure
 
-__all__ = ["save_samples", "save_loss_curves", "save_confusion_matrix", "save_gallery"]
+__all__ = ["save_samples", "save_loss_curves", "save_confusion_matrix", "save_randomisation_curve", "save_gallery"]
 
 
 def save_samples(paths_by_class: dict[str, list[str]], save_path: Path, per_class: int = 6) -> Path:
@@ -77,6 +78,29 @@ def save_confusion_matrix(true: np.ndarray, predicted: np.ndarray, classes: list
         ax.set_ylabel("true")
         ax.grid(False)
         ax.set_title(f"Validation accuracy {np.trace(matrix) / max(matrix.sum(), 1):.2f}")
+        fig.tight_layout()
+    return finish_figure(fig, save_path, show=False)
+
+
+def save_randomisation_curve(steps: list[dict], save_path: Path, method: str = "Grad-CAM",
+                             labelled_ticks: int = 8) -> Path:
+    """Cascading randomisation as a curve: rank correlation and SSIM of the maps with the original ones against
+    the number of layers randomised from the output down (``steps``: dicts with layer, spearman, ssim)."""
+    import matplotlib.pyplot as plt
+
+    depth = np.arange(1, len(steps) + 1)
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(9, 3.6))
+        ax.plot(depth, [s["spearman"] for s in steps], marker="o", markersize=3, label="Spearman rank correlation")
+        ax.plot(depth, [s["ssim"] for s in steps], marker="o", markersize=3, label="SSIM")
+        ax.axhline(0, color="#999", linewidth=0.8)
+        shown = np.unique(np.linspace(0, len(steps) - 1, min(labelled_ticks, len(steps))).round().astype(int))
+        ax.set_xticks(depth[shown], [steps[i]["layer"] for i in shown], rotation=30, ha="right", fontsize=8)
+        ax.set_xlabel("randomised down to this layer (from the output)")
+        ax.set_ylabel("similarity to the original maps")
+        ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.05)
+        ax.set_title(f"Cascading randomisation of {method}: the maps should stop resembling the original")
+        ax.legend(frameon=False, fontsize=9)
         fig.tight_layout()
     return finish_figure(fig, save_path, show=False)
 
