@@ -24,7 +24,8 @@ import torch
 import torchvision
 from _memory import AnonymousMemoryPeak
 
-SETTINGS = {"ig_steps": 50, "smoothgrad_samples": 25, "shap_samples": 50, "shap_baselines": 10}
+SETTINGS = {"ig_steps": 50, "smoothgrad_samples": 25, "smoothgrad_noise": 0.15, "smoothgrad_per_batch": 8,
+            "shap_samples": 50, "shap_baselines": 10}
 
 
 def ours(model, method):
@@ -37,7 +38,8 @@ def ours(model, method):
         "integrated_gradients": lambda x: a.IntegratedGradients(model).attribute(
             x, target=1, n_steps=SETTINGS["ig_steps"]),
         "smoothgrad": lambda x: a.SmoothGrad(model).attribute(x, target=1, n_samples=SETTINGS["smoothgrad_samples"],
-                                                               stdev_spread=0.15, samples_per_batch=8),
+                                                               stdev_spread=SETTINGS["smoothgrad_noise"],
+                                                               samples_per_batch=SETTINGS["smoothgrad_per_batch"]),
         "gradcam": lambda x: a.GradCAM(model, layer=model.layer4).attribute(x, target=1),
         "gradcam++": lambda x: a.GradCAMPlusPlus(model, layer=model.layer4).attribute(x, target=1),
         "gradient_shap": lambda x: a.GradientShap(model).attribute(x, target=1, baselines=baselines,
@@ -55,7 +57,8 @@ def captum(model, method):
         "integrated_gradients": lambda x: attr.IntegratedGradients(model).attribute(
             x, target=1, n_steps=SETTINGS["ig_steps"], internal_batch_size=64),
         "smoothgrad": lambda x: attr.NoiseTunnel(attr.Saliency(model)).attribute(
-            x, target=1, nt_samples=SETTINGS["smoothgrad_samples"], stdevs=0.15, nt_samples_batch_size=8, abs=False),
+            x, target=1, nt_samples=SETTINGS["smoothgrad_samples"], stdevs=SETTINGS["smoothgrad_noise"],
+            nt_samples_batch_size=SETTINGS["smoothgrad_per_batch"], abs=False),
         "gradcam": lambda x: attr.LayerGradCam(model, model.layer4).attribute(x, target=1, relu_attributions=True),
         "gradient_shap": lambda x: attr.GradientShap(model).attribute(x, target=1, baselines=baselines,
                                                                        n_samples=SETTINGS["shap_samples"]),
@@ -68,6 +71,18 @@ def pytorch_grad_cam(model, method):
 
     cam = GradCAMPlusPlus(model=model, target_layers=[model.layer4])
     return lambda x: cam(input_tensor=x, targets=[ClassifierOutputTarget(1)] * len(x))
+
+
+def alternated_times(runners: dict, inputs: torch.Tensor, rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each runner over ``rounds`` rounds, the order reversed every other round (ABBA)."""
+    times = {name: [] for name in runners}
+    for round_index in range(rounds):
+        order = list(runners) if round_index % 2 == 0 else list(reversed(runners))
+        for name in order:
+            start = time.perf_counter()
+            runners[name](inputs)
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def main() -> None:
@@ -89,14 +104,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         result = {"seconds_per_image": seconds / batch, "peak_mib": peak.stop() - peak.start_mib}
     else:
-        rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 5
-        times = {name: [] for name in runners}
-        for round_index in range(rounds):
-            order = list(runners) if round_index % 2 == 0 else list(reversed(runners))
-            for name in order:
-                start = time.perf_counter()
-                runners[name](inputs)
-                times[name].append(time.perf_counter() - start)
+        times = alternated_times(runners, inputs, int(sys.argv[5]) if len(sys.argv) > 5 else 5)
         ratios = np.array(times["captum"]) / np.array(times["ours"])
         medians = np.median(np.random.default_rng(0).choice(ratios, (2000, len(ratios))), axis=1)
         result = {name: {"seconds_per_image": float(np.median(t)) / batch, "all_seconds": t}

@@ -58,11 +58,11 @@ def _group_labels(image: torch.Tensor, groups: torch.Tensor | str | int, grid_ce
 class ShapleyValueSampling(Attribution):
     """Shapley values of pixel groups estimated from ``n_permutations`` random orders: groups are revealed one by
     one over the baseline and each is credited the change of the target score. Each order costs groups + 1
-    forward passes, run in batches of ``batch_size``.
+    forward passes, run in batches of ``batch_size``. Exact efficiency: the group values of every order sum to
+    F(x) - F(baseline). Returns per-pixel maps (B, C, H, W) where every pixel carries its group's value.
 
     ``groups``: ``"grid"`` (default: a ``grid_cells`` x ``grid_cells`` grid, whatever the image size), an int
-    (square patches of that many px), ``"superpixels"`` (SLIC) or an (H, W) label map shared by all images. Exact efficiency: the group values of every order sum to
-    F(x) - F(baseline). Returns per-pixel maps (B, C, H, W) where every pixel carries its group's value."""
+    (square patches of that many px), ``"superpixels"`` (SLIC) or an (H, W) label map shared by all images."""
 
     def _attribute(
         self,
