@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch and torchvision first: pip then takes the wheels this machine keeps on disk.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv browser demo screenshots test test-fast bench clean
+.PHONY: venv browser demo screenshots lint test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,9 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	  chromium chromium-driver >/dev/null; }
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench docs
 
 test: $(STAMP) browser
 	MPLBACKEND=Agg $(PY) -m pytest -q

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tell_me_why.toy_models import SmallCNN
+from tell_me_why.testing import SmallCNN
 
 logging.disable(logging.WARNING)
 

@@ -3,10 +3,11 @@
     .venv/bin/python bench/bench_attribution.py [--batch 8] [--size 224] [--rounds 7]
 
 Random-init torchvision resnet18, a batch of ``--batch`` images of ``--size`` px, 2 torch threads. Times: ours
-and captum in one process (``_attribution_worker.py ours+captum``), ``--rounds`` paired rounds in ABBA order (five times as many for
-the one-pass methods);
+and captum in one process (``_attribution_worker.py ours+captum``), ``--rounds`` paired rounds in ABBA order
+(five times as many for the one-pass methods);
 the speed-up is the median per-round ratio with a bootstrap 90 % interval (this VM's speed drifts by 20 %
-between runs, so separate processes compare badly); peak memory: each implementation in its own process. captum comes from this venv (the test extra, from PyPI); pytorch-grad-cam (the peer for Grad-CAM++)
+between runs, so separate processes compare badly); peak memory: each implementation in its own process.
+captum comes from this venv (the test extra, from PyPI); pytorch-grad-cam (the peer for Grad-CAM++)
 from bench/.venv-gradcam, created on first use, and is timed in its own process. IG: 50
 Gauss-Legendre steps, both with an internal batch of 64; SmoothGrad: 25 samples, 8 per batch; GradientSHAP: 50
 samples from 10 random baselines (captum's has no internal batch: all samples at once). Prints seconds per image

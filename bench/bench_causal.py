@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_causal.py [--n64 20] [--n224 4] [--iterations 20] [--threads 2]
 
-Trains the small CNN of ``tell_me_why.toy_models`` on 64x64 planted-evidence images (a 6-10 px bright square
+Trains the small CNN of ``tell_me_why.testing`` on 64x64 planted-evidence images (a 6-10 px bright square
 decides the class; bright bars are distractors) and explains positive test images at 64x64 and 224x224 (the
 CNN is fully convolutional; the square and bars keep their size). The reference runs in bench/.venv-rex (created
 on first use) with its pytorch prediction function, ``--iterations`` iterations and its defaults otherwise; ours
@@ -30,7 +30,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from tell_me_why.causal import CausalExplainer  # noqa: E402
-from tell_me_why.toy_models import planted_evidence_images, train_small_cnn  # noqa: E402
+from tell_me_why.testing import planted_evidence_images, train_small_cnn  # noqa: E402
 
 
 def run_reference(python: Path, work: Path, iterations: int, threads: int) -> list[dict]:

@@ -52,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "src"))
-    from tell_me_why.datasets import write_planted_cue_dataset
+    from tell_me_why.testing import write_planted_cue_dataset
 
     original_python = ensure_original_venv()
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,14 +14,14 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def planted_root(tmp_path_factory):
-    from tell_me_why.datasets import write_planted_cue_dataset
+    from tell_me_why.testing import write_planted_cue_dataset
 
     return write_planted_cue_dataset(tmp_path_factory.mktemp("planted"), n_per_class=40, size=64, cue="square", seed=1)
 
 
 @pytest.fixture
 def planted_dls(planted_root):
-    from tell_me_why.datasets import folder_dataloaders
+    from tell_me_why.app.data import folder_dataloaders
 
     return folder_dataloaders(planted_root, size=64, bs=16, seed=3)
 
@@ -44,7 +44,7 @@ def planted_cnn():
     """A small CNN trained on 64x64 planted-evidence images (a bright square decides the class), and a test set.
 
     Returns ``(model, test, positives)``; the accuracy is checked so that explanation tests mean something."""
-    from tell_me_why.toy_models import planted_evidence_images, train_small_cnn
+    from tell_me_why.testing import planted_evidence_images, train_small_cnn
 
     model = train_small_cnn(planted_evidence_images(800, 64, seed=0), epochs=3)
     test = planted_evidence_images(60, 64, seed=1)
@@ -74,7 +74,7 @@ def image_folder(root, per_class=10):
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
     """``tmw run`` once on a folder-per-class dataset; returns (data folder, run directory)."""
-    from tell_me_why.cli import main
+    from tell_me_why.app.cli import main
 
     root = tmp_path_factory.mktemp("tmw")
     data, out = image_folder(root / "data"), root / "run"

@@ -19,8 +19,9 @@ from tell_me_why.attribution import (
     SmoothGrad,
     default_cam_layer,
     explain,
+    plot_method_comparison,
 )
-from tell_me_why.evaluation import deletion_insertion, model_randomisation, plot_method_comparison, pointing_game
+from tell_me_why.metrics import deletion_insertion, model_randomisation, pointing_game
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +192,7 @@ def test_targets_single_logit_heads_and_errors(images):
             method(single).attribute(images, target=[0, 1])
         with pytest.raises(ValueError, match=r"class indices in \[0, 2\)"):
             method(single).attribute(images, target=2)
-    with pytest.raises(ValueError, match="Unknown attribution method"):
+    with pytest.raises(ValueError, match="Unknown explanation method"):
         explain(single, images, method="lime")
 
 
@@ -257,7 +258,7 @@ def _colour_task(n, seed):
 
 def test_tcav_finds_a_planted_colour_concept_and_not_a_random_one():
     from tell_me_why.attribution import TCAV
-    from tell_me_why.toy_models import SmallCNN
+    from tell_me_why.testing import SmallCNN
 
     images, labels = _colour_task(400, seed=0)
     torch.manual_seed(0)
@@ -421,7 +422,8 @@ def test_timm_models_default_cam_layer_and_vit_attention():
     torch.manual_seed(7)
     cnn = timm.create_model("resnet18", pretrained=False, num_classes=2).eval()
     x = torch.rand(2, 3, 64, 64)
-    torch.testing.assert_close(GradCAM(cnn).attribute(x, target=1), GradCAM(cnn, layer=cnn.layer4).attribute(x, target=1))
+    torch.testing.assert_close(GradCAM(cnn).attribute(x, target=1),
+                               GradCAM(cnn, layer=cnn.layer4).attribute(x, target=1))
 
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, num_classes=2).eval()
     x = torch.rand(2, 3, 32, 32)

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from tell_me_why.checkpoints import atomic_path
+from tell_me_why._utils.files import atomic_path
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

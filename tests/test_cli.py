@@ -11,8 +11,8 @@ import pytest
 from conftest import TINY, image_folder
 from PIL import Image
 
-from tell_me_why.cli import main
-from tell_me_why.report import SECTIONS
+from tell_me_why.app.cli import main
+from tell_me_why.app.report import SECTIONS
 
 
 @pytest.mark.slow
@@ -43,7 +43,7 @@ def test_run_end_to_end_then_resume(finished_run, capsys):
 
 @pytest.mark.slow
 def test_run_model_explains_new_images_as_it_saw_them(finished_run):
-    from tell_me_why.pipeline import Run
+    from tell_me_why.app.pipeline import Run
 
     _, out = finished_run
     run = Run.open(out)
@@ -65,7 +65,7 @@ def test_run_model_explains_new_images_as_it_saw_them(finished_run):
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_without_redoing_finished_steps(tmp_path, capsys, monkeypatch):
-    from tell_me_why.pipeline import Run
+    from tell_me_why.app.pipeline import Run
 
     data, out = image_folder(tmp_path / "data"), tmp_path / "run"
     finish_explain = Run.step_explain
@@ -130,7 +130,7 @@ def test_help_shows_examples(capsys, command):
 
 
 def test_trust_table_reads_the_checks_in_plain_words():
-    from tell_me_why.report import trust_table
+    from tell_me_why.app.report import trust_table
 
     metrics = {"deletion_auc": {"Grad-CAM": 0.10, "Integrated Gradients": 0.50},
                "insertion_auc": {"Grad-CAM": 0.90, "Integrated Gradients": 0.52},

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tell_me_why.data_sources import DataSourceError, from_csv, from_filename_rule, from_folder
+from tell_me_why.app.data import DataSourceError, from_csv, from_filename_rule, from_folder
 
 
 def _image(path, value=128):
@@ -82,7 +82,8 @@ def test_csv_with_relative_paths_and_its_errors(folder, tmp_path):
     with pytest.raises(DataSourceError, match="Cannot parse .*bad.csv"):
         from_csv(tmp_path / "bad.csv")
     (tmp_path / "columns.csv").write_text("file,class\na.png,cat\n")
-    with pytest.raises(DataSourceError, match=r"no column\(s\) \['path', 'label'\]; its columns are \['file', 'class'\]"):
+    with pytest.raises(DataSourceError,
+                       match=r"no column\(s\) \['path', 'label'\]; its columns are \['file', 'class'\]"):
         from_csv(tmp_path / "columns.csv")
     (tmp_path / "empty_label.csv").write_text("path,label\na.png,cat\nb.png,\n")
     with pytest.raises(DataSourceError, match=r"rows \[3\]"):

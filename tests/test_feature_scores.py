@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tell_me_why.cues.decoding import decode_image
 from tell_me_why.feature_scores import (
     ORIGINAL_SCORE_NAMES,
     PATH_COLUMN,
@@ -19,7 +20,6 @@ from tell_me_why.feature_scores import (
     register_feature_score,
     unregister_feature_score,
 )
-from tell_me_why.image_io import decode_image
 
 
 def luma_from_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -120,7 +120,7 @@ def test_fast_luma_equals_the_integer_rule_on_every_colour():
     rgb = np.stack([(codes >> 16) & 255, (codes >> 8) & 255, codes & 255], -1).astype(np.uint8)
     rgb = rgb.reshape(4096, 4096, 3)
     expected = luma_from_rgb(rgb)
-    from tell_me_why.image_io import _luma_image
+    from tell_me_why.cues.decoding import _luma_image
 
     np.testing.assert_array_equal(_luma_image(Image.fromarray(rgb)), expected)
 
@@ -261,7 +261,7 @@ def test_previous_policy_is_deprecated_and_never_copies_a_neighbour(with_broken)
 
 
 def test_bad_arguments_fail_before_any_image_is_read(monkeypatch, rgb_images):
-    import tell_me_why.feature_scores as module
+    import tell_me_why.cues.table as module
 
     def must_not_decode(path):
         raise AssertionError("decoded before validating the arguments")

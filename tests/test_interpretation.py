@@ -134,7 +134,7 @@ def test_bad_labels_fail_clearly():
 def test_closed_form_axis_equals_scikit_learn_pls():
     from sklearn.cross_decomposition import PLSRegression
 
-    from tell_me_why.decision_axis import pls_components
+    from tell_me_why.cues.axis import pls_components
 
     z, label, _ = _planted_case(n=80)
     ours = pls_components(z, label, z, n_components=2)
@@ -147,7 +147,7 @@ def test_closed_form_axis_equals_scikit_learn_pls():
 def test_figures_are_saved_as_png_and_svg_coloured_by_class_and_closed(tmp_path):
     from matplotlib.colors import to_hex
 
-    from tell_me_why.plot_style import CLASS_A_COLOR, CLASS_B_COLOR
+    from tell_me_why._utils.plotting import CLASS_A_COLOR, CLASS_B_COLOR
 
     plt.close("all")
     z, label, features = _planted_case()

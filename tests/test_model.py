@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tell_me_why.encoders import PretrainedWeightsUnavailable
-from tell_me_why.losses import ms_ssim_any_size, msssim_levels
 from tell_me_why.model_aae import AAE
 from tell_me_why.user_encoder import EncoderWithAAEBlocks, add_xaae_blocks, set_module_trainable
-from tell_me_why.xaae_blocks import SkipDropout
+from tell_me_why.xaaenet.blocks import SkipDropout
+from tell_me_why.xaaenet.encoders import PretrainedWeightsUnavailable
+from tell_me_why.xaaenet.losses import ms_ssim_any_size, msssim_levels
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tell_me_why.report import SECTIONS
+from tell_me_why.app.report import SECTIONS
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # The closed network refuses Chromium's background connections; these flags keep it from trying.

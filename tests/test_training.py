@@ -10,10 +10,10 @@ import pytest
 import torch
 from fastai.callback.core import Callback
 
+from tell_me_why._utils.files import CheckpointError, load_weights
 from tell_me_why.callbacks import CorruptionCallback
-from tell_me_why.checkpoints import CheckpointError, load_weights
-from tell_me_why.latent_figures import save_latent_pls_figure, save_latent_tsne_figure
 from tell_me_why.training import STATE_FILE, train_xaaenet
+from tell_me_why.xaaenet.figures import save_latent_pls_figure, save_latent_tsne_figure
 
 PHASES = ("adversarial", "autoencoder", "classifier")
 LR_MAX = 3e-3
@@ -65,7 +65,7 @@ class Probe(Callback):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, planted_root):
-    from tell_me_why.datasets import folder_dataloaders
+    from tell_me_why.app.data import folder_dataloaders
     from tell_me_why.model_aae import AAE
 
     torch.manual_seed(0)
@@ -238,10 +238,11 @@ def test_bad_inputs_fail_before_any_work(planted_root, planted_dls, small_model,
     assert not list(tmp_path.glob("*.safetensors"))
 
 
-def test_latent_figures_handle_tiny_validation_sets(tmp_path, capsys):
+def test_latent_figures_handle_tiny_validation_sets(tmp_path, caplog):
     rng = np.random.default_rng(0)
-    assert save_latent_tsne_figure(rng.normal(size=(3, 8)), tmp_path / "t3.png", phase="adversarial") is None
-    assert "skipped" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="tell_me_why"):
+        assert save_latent_tsne_figure(rng.normal(size=(3, 8)), tmp_path / "t3.png", phase="adversarial") is None
+    assert "skipped" in caplog.text
     path = save_latent_tsne_figure(rng.normal(size=(6, 8)), tmp_path / "t6.png", phase="adversarial",
                                    targets=np.array([0, 1] * 3), class_names=["a", "b"])
     assert path.is_file()

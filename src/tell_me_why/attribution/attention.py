@@ -13,15 +13,21 @@ import math
 import torch
 from torch import nn
 
-from .base import eval_mode
+from .._utils.classifier import eval_mode
+from .base import Attribution, TargetSpec
 
-__all__ = ["attention_maps", "AttentionRollout"]
+__all__ = ["attention_maps", "AttentionRollout", "has_attention"]
 
 
 def _timm_attention_modules(model: nn.Module) -> list[nn.Module]:
     """timm-style attention blocks: softmax weights pass through ``attn_drop`` unless fused attention is on."""
     return [m for m in model.modules()
             if hasattr(m, "fused_attn") and isinstance(getattr(m, "attn_drop", None), nn.Module)]
+
+
+def has_attention(model: nn.Module) -> bool:
+    """Whether ``model`` has attention modules that :func:`attention_maps` can read."""
+    return any(isinstance(m, nn.MultiheadAttention) for m in model.modules()) or bool(_timm_attention_modules(model))
 
 
 @torch.no_grad()
@@ -64,7 +70,7 @@ def attention_maps(model: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]
     return captured
 
 
-class AttentionRollout:
+class AttentionRollout(Attribution):
     """Attention rollout: ``attribute(inputs)`` returns (B, h, w) over the patch grid (CLS token's row).
 
     ``head_fusion``: ``"mean"``, ``"max"`` or ``"min"`` over heads; ``discard_ratio`` zeroes that fraction of the
@@ -76,7 +82,8 @@ class AttentionRollout:
             raise ValueError(f"head_fusion must be 'mean', 'max' or 'min', got {head_fusion!r}.")
         if not 0.0 <= discard_ratio < 1.0:
             raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}.")
-        self.model, self.head_fusion, self.discard_ratio = model, head_fusion, discard_ratio
+        super().__init__(model)
+        self.head_fusion, self.discard_ratio = head_fusion, discard_ratio
 
     def rollout(self, attentions: list[torch.Tensor]) -> torch.Tensor:
         """The (B, tokens, tokens) rollout of per-layer weights (B, heads, tokens, tokens)."""
@@ -88,13 +95,13 @@ class AttentionRollout:
                 keep = fused >= threshold
                 keep[..., 0] = True  # never discard attention to the CLS token
                 fused = fused * keep
-            identity = torch.eye(fused.shape[-1], dtype=fused.dtype)
+            identity = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
             layer = 0.5 * fused + 0.5 * identity
             layer = layer / layer.sum(-1, keepdim=True)
             result = layer if result is None else layer @ result  # later layers on the left
         return result
 
-    def attribute(self, inputs: torch.Tensor, target=None) -> torch.Tensor:
+    def _attribute(self, inputs: torch.Tensor, target: TargetSpec) -> torch.Tensor:
         """CLS-to-patch rollout on the patch grid (B, h, w), normalised to max 1 per image (class-agnostic:
         ``target`` is accepted for a uniform interface and ignored)."""
         rolled = self.rollout(attention_maps(self.model, inputs))

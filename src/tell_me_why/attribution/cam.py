@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Attribution, eval_mode, resolve_targets, target_scores
+from .._utils.classifier import eval_mode, output_dependencies, resolve_targets, target_scores
+from .._utils.images import upsample
+from .base import Attribution
 
 __all__ = ["GradCAM", "GradCAMPlusPlus", "activation_and_gradient", "default_cam_layer", "upsample"]
 
@@ -22,30 +24,11 @@ def default_cam_layer(model: nn.Module, inputs: torch.Tensor) -> nn.Module:
     The dependency check (one backward pass) skips branches that do not feed the output, such as xAAEnet's
     decoder, which runs after the encoder but does not lead to the logits.
     """
-    calls: dict[nn.Module, int] = {}
-    found: list[tuple[nn.Module, torch.Tensor]] = []
-
-    def record(module, _inputs, output):
-        calls[module] = calls.get(module, 0) + 1
-        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
-            found.append((module, output))
-
-    handles = [m.register_forward_hook(record) for m in model.modules() if m is not model]
-    try:
-        with eval_mode(model), torch.enable_grad():
-            leaf = inputs[:1].detach().clone().requires_grad_(True)
-            outputs = model(leaf)
-            candidates = [(m, t) for m, t in found if calls[m] == 1 and t.requires_grad]
-            if not candidates:
-                raise ValueError("No 4-D activation found in the model; pass layer= explicitly.")
-            gradients = torch.autograd.grad(outputs.sum(), [t for _, t in candidates], allow_unused=True)
-    finally:
-        for handle in handles:
-            handle.remove()
-    feeding = [m for (m, _), g in zip(candidates, gradients) if g is not None]
-    if not feeding:
-        raise ValueError("The output depends on no 4-D activation; pass layer= explicitly.")
-    return feeding[-1]
+    maps = [call.module for call in output_dependencies(model, inputs[:1], on="outputs")
+            if call.output.ndim == 4 and call.output.shape[-1] * call.output.shape[-2] > 1]
+    if not maps:
+        raise ValueError("The output depends on no 4-D activation larger than 1x1; pass layer= explicitly.")
+    return maps[-1]
 
 
 def activation_and_gradient(model: nn.Module, layer: nn.Module, inputs: torch.Tensor, target):
@@ -72,11 +55,6 @@ def activation_and_gradient(model: nn.Module, layer: nn.Module, inputs: torch.Te
     finally:
         handle.remove()
     return activation.detach(), gradient
-
-
-def upsample(cam: torch.Tensor, size) -> torch.Tensor:
-    """A (B, 1, h, w) map resized to ``size`` (H, W) bilinearly, for display over the image."""
-    return nn.functional.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 class _CAM(Attribution):

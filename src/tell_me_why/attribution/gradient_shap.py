@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Attribution, TargetSpec, resolve_targets, target_scores
+from .base import Attribution, TargetSpec, accumulated_path_gradients, resolve_targets
 
 __all__ = ["GradientShap"]
 
@@ -40,18 +40,15 @@ class GradientShap(Attribution):
         chosen = torch.randint(len(baselines), (total,), generator=generator, device=inputs.device)
         alphas = torch.rand(total, generator=generator, device=inputs.device, dtype=inputs.dtype)
         shape = (-1,) + (1,) * (inputs.ndim - 1)
-        accumulated = torch.zeros_like(inputs)
-        chunk = internal_batch_size or total
-        for start in range(0, total, chunk):
-            part = slice(start, min(start + chunk, total))
-            x, b = inputs[image[part]], baselines[chosen[part]]
-            points = b + alphas[part].view(shape) * (x - b)
+
+        def points(index: torch.Tensor):
+            x, b = inputs[image[index]], baselines[chosen[index]]
+            on_path = b + alphas[index].view(shape) * (x - b)
             if stdevs:
-                points = points + stdevs * torch.randn(points.shape, generator=generator, device=inputs.device,
-                                                       dtype=inputs.dtype)
-            points.requires_grad_(True)
-            with torch.enable_grad():
-                scores = target_scores(self.model(points), targets[image[part]])
-                (gradient,) = torch.autograd.grad(scores.sum(), points)
-            accumulated.index_add_(0, image[part], gradient * (x - b))
+                on_path = on_path + stdevs * torch.randn(on_path.shape, generator=generator, device=inputs.device,
+                                                         dtype=inputs.dtype)
+            return on_path, image[index], x - b
+
+        accumulated, _ = accumulated_path_gradients(
+            self.model, inputs, total, internal_batch_size, points, targets)
         return accumulated / n_samples

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import Attribution, TargetSpec, resolve_targets, target_scores
+from .base import Attribution, TargetSpec, accumulated_path_gradients, resolve_targets, target_scores
 
 __all__ = ["IntegratedGradients", "quadrature", "QUADRATURE_METHODS"]
 
@@ -35,8 +35,9 @@ class IntegratedGradients(Attribution):
     """``(x - b) * sum_k w_k grad F(b + a_k (x - b))`` over quadrature nodes ``a_k`` with weights ``w_k``.
 
     ``internal_batch_size`` (default 64; ``None``: all at once) caps how many interpolated images go through the
-    model at once, so memory does not grow with ``n_steps`` x batch; the result does not depend on it. ``return_convergence_delta=True`` also returns the completeness residual
-    ``sum(attributions) - (F(x) - F(b))`` per image.
+    model at once, so memory does not grow with ``n_steps`` x batch; the result does not depend on it.
+    ``return_convergence_delta=True`` also returns the completeness residual ``sum(attributions) - (F(x) - F(b))``
+    per image.
     """
 
     def _attribute(
@@ -50,7 +51,10 @@ class IntegratedGradients(Attribution):
         return_convergence_delta: bool = False,
     ):
         inputs = inputs.detach()
-        baselines = torch.zeros_like(inputs) if baselines is None else torch.as_tensor(baselines).to(inputs).expand_as(inputs)
+        if baselines is None:
+            baselines = torch.zeros_like(inputs)
+        else:
+            baselines = torch.as_tensor(baselines).to(inputs).expand_as(inputs)
         alphas, weights = quadrature(method, n_steps)
         batch = len(inputs)
         targets = None
@@ -61,22 +65,15 @@ class IntegratedGradients(Attribution):
         # Every (step, image) pair, step-major; chunked by internal_batch_size.
         alphas_t = torch.as_tensor(alphas, dtype=inputs.dtype, device=inputs.device)
         weights_t = torch.as_tensor(weights, dtype=inputs.dtype, device=inputs.device)
-        total = n_steps * batch
-        chunk = internal_batch_size or total
-        accumulated = torch.zeros_like(inputs)
         difference = inputs - baselines
         shape = (-1,) + (1,) * (inputs.ndim - 1)
-        for start in range(0, total, chunk):
-            index = torch.arange(start, min(start + chunk, total), device=inputs.device)
+
+        def points(index: torch.Tensor):
             step, image = index // batch, index % batch
-            points = (baselines[image] + alphas_t[step].view(shape) * difference[image]).requires_grad_(True)
-            with torch.enable_grad():
-                outputs = self.model(points)
-                if targets is None:  # given targets, checked against the model's number of classes
-                    targets = resolve_targets(outputs.detach(), target, batch=batch)
-                scores = target_scores(outputs, targets[image])
-                (gradient,) = torch.autograd.grad(scores.sum(), points)
-            accumulated.index_add_(0, image, gradient * weights_t[step].view(shape))
+            return baselines[image] + alphas_t[step].view(shape) * difference[image], image, weights_t[step].view(shape)
+
+        accumulated, targets = accumulated_path_gradients(
+            self.model, inputs, n_steps * batch, internal_batch_size, points, targets, target)
         attributions = difference * accumulated
         if not return_convergence_delta:
             return attributions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -86,6 +87,9 @@ class CausalExplainer:
         probabilities = predictor(image[None])[0]
         if target is None:
             target = int(probabilities.argmax())
+        if not isinstance(target, numbers.Integral) or isinstance(target, bool):
+            raise ValueError(f"target must be a class index (an int) or None, got {target!r}.")
+        target = int(target)
         if not 0 <= target < len(probabilities):
             raise ValueError(f"target {target} is not a class of this model ({len(probabilities)} classes).")
         confidence = float(probabilities[target])

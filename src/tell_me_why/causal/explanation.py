@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..plot_style import display_array, figure_style, finish_figure
+from .._utils.plotting import display_array, figure_style, finish_figure
+from ..metrics import deletion_insertion, responsibility_entropy, robustness
 from .extraction import dice, separate_by
-from .metrics import insertion_deletion, responsibility_entropy, robustness
 from .occlusion import Occluder
 
 __all__ = ["CausalExplanation"]
@@ -65,16 +65,27 @@ class CausalExplanation:
         if self._occluder is None:
             raise RuntimeError("Metrics need the model: compute them before storing, or explain again.")
         entropy, entropy_normalised = responsibility_entropy(self.responsibility)
-        curves = insertion_deletion(self._occluder, self.responsibility, self.settings.get("curve_steps", 50))
+        occluder = self._occluder
+        predictor = occluder.predictor
+        curves = deletion_insertion(
+            predictor, self.image[None], torch.from_numpy(self.responsibility)[None], target=self.target,
+            steps=self.settings.get("curve_steps", 50), baseline=occluder.fill[None], ties="smoothed",
+            output="probabilities", batch_size=2 * predictor.chunk_size(self.responsibility.shape))
+        insertion_auc, deletion_auc = float(curves.insertion_auc[0]), float(curves.deletion_auc[0])
         metrics = {
             "area": self.area,
             "entropy": entropy,
             "entropy_normalised": entropy_normalised,
-            **{k: v for k, v in curves.items() if k.endswith("auc") or k.endswith("normalised")},
-            "robustness": (robustness(self._occluder, self.explanation, samples, self.settings.get("seed"))
+            "insertion_auc": insertion_auc,
+            "deletion_auc": deletion_auc,
+            "insertion_auc_normalised": float(curves.normalised(curves.insertion_auc)[0]),
+            "deletion_auc_normalised": float(curves.normalised(curves.deletion_auc)[0]),
+            "robustness": (robustness(predictor, self.image, self.explanation, self.target, samples,
+                                      self.settings.get("seed"))
                            if self.explanation is not None else float("nan")),
             "robustness_samples": samples,
-            "curves": {k: np.asarray(v).tolist() for k, v in curves.items() if not k.endswith(("auc", "normalised"))},
+            "curves": {"fractions": curves.fractions.tolist(), "insertion_curve": curves.insertion[0].tolist(),
+                       "deletion_curve": curves.deletion[0].tolist()},
         }
         self._metrics = metrics
         return metrics

@@ -15,6 +15,7 @@ from itertools import combinations
 import numpy as np
 import torch
 
+from ..metrics.curves import relevance_order
 from .occlusion import Occluder
 from .settings import CausalSettings
 
@@ -26,10 +27,7 @@ SEARCH_METHOD = "batched coarse-to-fine prefix search"
 
 def pixel_ranking(responsibility: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
     """Flat pixel indices by decreasing responsibility; ties by a 3x3-smoothed map, then by index."""
-    from scipy.ndimage import uniform_filter
-
-    smooth = uniform_filter(responsibility, size=3, mode="nearest")
-    order = np.lexsort((np.arange(responsibility.size), -smooth.ravel(), -responsibility.ravel()))
+    order = relevance_order(responsibility, ties="smoothed")
     if allowed is not None:
         order = order[allowed.ravel()[order]]
     return order

@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .._utils.images import gaussian_blur
 from .predictor import Predictor
 
-__all__ = ["mask_fill", "gaussian_blur", "Occluder"]
-
-
-def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=image.dtype)
-    kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    channels = image.shape[0]
-    padded = F.pad(image[None], (radius, radius, radius, radius), mode="replicate")
-    blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
-    return F.conv2d(blurred, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)[0]
+__all__ = ["mask_fill", "Occluder"]
 
 
 def mask_fill(image: torch.Tensor, mask_value, mask_image: torch.Tensor | None, seed: int | None) -> torch.Tensor:

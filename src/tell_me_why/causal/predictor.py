@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 
-from ..attribution.base import class_probabilities
+from .._utils.classifier import class_probabilities, eval_mode
 
 __all__ = ["Predictor"]
 
@@ -69,18 +70,12 @@ class Predictor:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Probabilities (N, C) on the CPU for images (N, C, H, W)."""
         outputs = []
-        module = self.model if isinstance(self.model, torch.nn.Module) else None
-        was_training = module.training if module is not None else False
-        if module is not None:
-            module.eval()
-        try:
+        # Every module's own mode comes back afterwards (a frozen BatchNorm inside a training model stays frozen).
+        with eval_mode(self.model) if isinstance(self.model, torch.nn.Module) else nullcontext():
             step = self.chunk_size(images.shape[-2:])
             for start in range(0, len(images), step):
                 chunk = images[start : start + step].to(self.device)
                 outputs.append(self._to_probabilities(self.model(chunk)).cpu())
                 self.forward_passes += len(chunk)
                 self.model_calls += 1
-        finally:
-            if module is not None:
-                module.train(was_training)
         return torch.cat(outputs) if outputs else torch.zeros(0, 2)

@@ -1,0 +1,171 @@
+"""``tmw``: from a folder of images to a report that says why a binary classifier decides what it decides."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .explain_images import IMAGE_METHODS, NORMALISATIONS, PixelSpaceClassifier
+from .pipeline import Run, RunSettings
+
+EXAMPLES = {
+    "run": """examples:
+  tmw run                              # the embedded faces-vs-non-faces photos, into ./tmw_run
+  tmw run photos/ --out runs/cats      # photos/<class>/*.jpg, exactly two classes
+  tmw run labels.csv --class-a cat     # a CSV with columns path,label
+  tmw run pets/ --data-format rule --label-rule pets
+  tmw run photos/ --config tmw.toml    # settings from a TOML file (flags override it)
+Running again with the same --out resumes after the last finished step.""",
+    "step": """examples:
+  tmw {step} --out runs/cats          # (re)do this step of an existing run (the earlier steps run if missing)""",
+    "explain": """examples:
+  tmw explain --out runs/cats                                   # the run's explain step (validation gallery)
+  tmw explain --out runs/cats --images new_photos/              # any image or folder, with the run's model
+  tmw explain --images x.jpg --model model.ts --size 224 --normalisation imagenet   # a TorchScript model
+  tmw explain --images photos/ --model weights.safetensors --arch resnet18 --classes cat,dog \\
+              --methods gradcam,integrated_gradients,causal --save explanations/   # a state dict
+Maps, predictions.csv and one comparison PNG per image go to --save (default: <run>/explanations/images or
+./tmw_explanations).""",
+}
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("tmw_run"), help="run directory (default: ./tmw_run)")
+    parser.add_argument("--config", type=Path, help="TOML file of settings (flags override it)")
+    for field in fields(RunSettings):
+        if field.name == "data":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if field.type in ("bool", "bool | None"):
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            kind = {"int": int, "float": float}.get(str(field.type), str)
+            parser.add_argument(flag, dest=field.name, type=kind, default=None,
+                                help=f"default: {field.default}")
+
+
+def _add_image_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("explaining images of your own")
+    group.add_argument("--images", type=Path, help="an image file or a folder of images to explain")
+    group.add_argument("--model", type=Path, help="a TorchScript file or a state dict (.safetensors/.pt/.pth) "
+                                                  "instead of the run's model")
+    group.add_argument("--arch", help="architecture of a state dict: a torchvision name (e.g. resnet18) or timm/NAME")
+    group.add_argument("--num-classes", type=int, default=2, help="outputs of --arch (default: 2)")
+    group.add_argument("--classes", help="comma-separated class names of --model, in output order")
+    group.add_argument("--normalisation", choices=sorted(NORMALISATIONS), default="none",
+                       help="input normalisation --model expects (default: none, pixels in [0, 1])")
+    group.add_argument("--methods", default="gradcam,integrated_gradients,causal",
+                       help=f"comma-separated, from: {', '.join(IMAGE_METHODS)}")
+    group.add_argument("--target", help="class (name or index) to explain (default: each image's prediction)")
+    group.add_argument("--save", type=Path, help="output folder")
+
+
+def _explain_images(args: argparse.Namespace) -> Path:
+    from .explain_images import explain_images, image_paths, load_classifier, load_images
+    from .pipeline import ClassifierView
+
+    if args.images is None:
+        raise ValueError("--model needs --images: the images to explain.")
+    paths = image_paths(args.images)
+    if args.model is not None:
+        classifier = PixelSpaceClassifier(load_classifier(args.model, args.arch, args.num_classes),
+                                          args.normalisation)
+        images = load_images(paths, args.size or 224, grey=bool(args.grey))
+        names = args.classes.split(",") if args.classes else None
+        save = args.save or Path("tmw_explanations")
+    else:
+        run = Run.open(args.out)
+        if "train" not in run.done:
+            raise ValueError(f"The run in {args.out} has no trained model yet; run tmw train --out {args.out}.")
+        classifier, images = ClassifierView(run.model()).eval(), run.inputs(paths)
+        names = list(run.dataloaders().vocab)
+        save = args.save or run.dir / "explanations" / "images"
+    result = explain_images(classifier, images, paths, methods=[m.strip() for m in args.methods.split(",")],
+                            target=args.target, class_names=names)
+    result.save(save)
+    print(result.to_frame().to_string(index=False))
+    return save
+
+
+def _settings(args: argparse.Namespace) -> RunSettings:
+    given = {f.name: getattr(args, f.name) for f in fields(RunSettings)
+             if f.name != "data" and getattr(args, f.name, None) is not None}
+    if getattr(args, "data", None) is not None:
+        given["data"] = str(Path(args.data).resolve())
+    if args.config is not None:
+        return RunSettings.from_toml(args.config, **given)
+    return RunSettings.from_mapping(given, source="the command line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tmw", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=EXAMPLES["run"])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="everything, end to end", epilog=EXAMPLES["run"],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("data", nargs="?", help="a folder with one subfolder per class, a CSV (path,label), or a "
+                                             "folder of images with --data-format rule (default: embedded faces)")
+    _add_settings(run)
+    for step in ("train", "features", "interpret", "explain", "report"):
+        epilog = EXAMPLES["explain"] if step == "explain" else EXAMPLES["step"].format(step=step)
+        sub = commands.add_parser(step, help=f"the {step} step of a run" + (", or explain any images"
+                                  if step == "explain" else ""), epilog=epilog,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.add_argument("data", nargs="?", help="as for tmw run (only needed for a new run)")
+        _add_settings(sub)
+        if step == "explain":
+            _add_image_options(sub)
+    return parser
+
+
+def _open_run(args: argparse.Namespace) -> Run:
+    """The run in ``--out``: with its saved settings when no setting is given, else with the given ones."""
+    given = any(getattr(args, f.name, None) is not None for f in fields(RunSettings))
+    if not given and args.config is None and (args.out / "settings.json").is_file():
+        return Run.open(args.out)
+    return Run(args.out, _settings(args))
+
+
+def _print_progress() -> logging.Handler:
+    """Show the package's progress messages (its ``logging`` records) on standard output while the command runs."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[tmw] %(message)s"))
+    package = logging.getLogger("tell_me_why")
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    return handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = _print_progress()
+    try:
+        return _run_command(args)
+    finally:
+        logging.getLogger("tell_me_why").removeHandler(handler)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "explain" and (args.images is not None or args.model is not None):
+            saved = _explain_images(args)
+            print(f"\n[tmw] done. Explanations: {saved}")
+            return 0
+        run = _open_run(args)
+        if args.command == "run":
+            run.run_all()
+        else:
+            run.run_step(args.command)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"tmw: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ntmw: interrupted. Finished steps are kept: run the same command again to resume.", file=sys.stderr)
+        return 130
+    print("\n" + run.summary())
+    return 0
+

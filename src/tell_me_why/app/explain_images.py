@@ -1,0 +1,258 @@
+"""Explain any image or folder of images with any classifier: a saved ``tmw`` run, a TorchScript file, or a state
+dict with its torchvision architecture. This is what ``tmw explain --images ...`` runs.
+
+Maps are computed in pixel space: images are loaded to [0, 1] and a normalisation the model expects (ImageNet
+mean and std, say) is applied inside :class:`PixelSpaceClassifier`, so every map lines up with the image shown.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .._utils.classifier import class_probabilities
+from .._utils.files import atomic_path
+from .._utils.images import IMAGENET_MEAN, IMAGENET_STD
+from ..attribution import METHODS, explain
+from ..causal import CausalResponsibility  # noqa: F401  (registers "causal")
+from .data import IMAGE_SUFFIXES
+
+__all__ = [
+    "NORMALISATIONS",
+    "IMAGE_METHODS",
+    "PixelSpaceClassifier",
+    "load_classifier",
+    "image_paths",
+    "load_images",
+    "ImageExplanations",
+    "explain_images",
+]
+
+NORMALISATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
+    "none": None,
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+}
+# Every registered explanation method (attribution and causal responsibility), by name.
+IMAGE_METHODS = tuple(METHODS)
+
+
+class PixelSpaceClassifier(nn.Module):
+    """A classifier that takes [0, 1] pixels and applies the normalisation its wrapped model was trained with."""
+
+    def __init__(self, model: nn.Module, normalisation: str = "none") -> None:
+        super().__init__()
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {sorted(NORMALISATIONS)}, got {normalisation!r}.")
+        self.model = model
+        stats = NORMALISATIONS[normalisation]
+        mean, std = (torch.zeros(3), torch.ones(3)) if stats is None else map(torch.tensor, stats)
+        self.register_buffer("mean", mean.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels = x.shape[1]
+        return self.model((x - self.mean[:, :channels]) / self.std[:, :channels])
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zip files with a ``code/`` folder; ``torch.save`` archives have none."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
+def _state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors only: safetensors, or ``torch.load(weights_only=True)``, which refuses pickled code."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # an unpickling error names the object it refused
+        raise ValueError(f"Cannot load {path} as weights only ({error}). Save the model with "
+                         f"torch.save(model.state_dict(), ...) or as TorchScript.") from error
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]  # the usual training-checkpoint layout
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state dict (a mapping of parameter names to tensors).")
+    return state
+
+
+def _architecture(arch: str, num_classes: int) -> nn.Module:
+    """A randomly initialised torchvision model, or a timm one for ``timm/NAME`` (no download either way)."""
+    if arch.startswith("timm/"):
+        try:
+            import timm
+        except ImportError as error:
+            raise ValueError(f"--arch {arch} needs timm: pip install timm.") from error
+        name = arch.removeprefix("timm/")
+        if name not in timm.list_models():
+            raise ValueError(f"Unknown timm architecture {name!r}; see timm.list_models().")
+        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+    import torchvision
+
+    available = torchvision.models.list_models()
+    if arch not in available:
+        raise ValueError(f"Unknown architecture {arch!r}; torchvision models: {', '.join(available)}, "
+                         f"or timm/NAME for a timm model.")
+    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+
+
+def load_classifier(path: str | Path, arch: str | None = None, num_classes: int = 2) -> nn.Module:
+    """A classifier from ``path``, in eval mode, on the CPU.
+
+    A TorchScript file (``torch.jit.save``) loads as is. A state dict (``.safetensors``, or ``.pt``/``.pth`` read
+    with ``weights_only=True``) needs ``arch``, a torchvision model name (``resnet18``, ``vit_b_16``, ...) or
+    ``timm/NAME`` for a timm model, built with ``num_classes`` outputs; every key must match.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Model file {str(path)!r} does not exist.")
+    if _is_torchscript(path):
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    if arch is None:
+        raise ValueError(f"{path} holds weights only (a state dict): name its architecture with --arch "
+                         f"(a torchvision model name, e.g. resnet18), or save the model as TorchScript.")
+    model = _architecture(arch, num_classes)
+    try:
+        model.load_state_dict(_state_dict(path))
+    except RuntimeError as error:  # missing, unexpected or differently shaped parameters, all listed
+        raise ValueError(f"{path} does not fit {arch} with {num_classes} classes: {error}") from error
+    return model.eval()
+
+
+def image_paths(source: str | Path) -> list[Path]:
+    """One image file, or every image under a folder (recursively, sorted)."""
+    source = Path(source)
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise FileNotFoundError(f"{str(source)!r} is neither an image file nor a folder.")
+    paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise ValueError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {source}.")
+    return paths
+
+
+def load_images(paths: Sequence[str | Path], size: int, grey: bool = False) -> torch.Tensor:
+    """Images as (N, C, size, size) in [0, 1], resized without cropping (bilinear)."""
+    from PIL import Image, UnidentifiedImageError
+
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("L" if grey else "RGB").resize((size, size), Image.BILINEAR))
+        except (OSError, UnidentifiedImageError) as error:
+            raise ValueError(f"Cannot read image {path}: {error}") from error
+        pixels = pixels[None] if grey else pixels.transpose(2, 0, 1)
+        images.append(torch.from_numpy(pixels.astype(np.float32) / 255.0))
+    return torch.stack(images)
+
+
+@dataclass
+class ImageExplanations:
+    """Maps (method -> (N, H, W) relevance, or the layer map for CAMs) for images with their predictions."""
+
+    paths: list[Path]
+    images: torch.Tensor
+    probabilities: torch.Tensor
+    targets: torch.Tensor
+    class_names: list[str]
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per image: path, predicted class, explained class and each class probability."""
+        names = self.class_names
+        frame = pd.DataFrame({
+            "path": [str(p) for p in self.paths],
+            "predicted": [names[i] for i in self.probabilities.argmax(1).tolist()],
+            "explained": [names[i] for i in self.targets.tolist()],
+        })
+        for index, name in enumerate(names):
+            frame[f"p_{name}"] = self.probabilities[:, index].numpy()
+        return frame
+
+    def save(self, directory: str | Path) -> Path:
+        """``predictions.csv``, ``maps.npz`` (one array per method) and one comparison PNG per image."""
+        from ..attribution.figures import plot_method_comparison
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / "predictions.csv") as tmp:
+            self.to_frame().to_csv(tmp, index=False)
+        with atomic_path(directory / "maps.npz") as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **{name: m.detach().cpu().numpy() for name, m in self.maps.items()})
+        frame = self.to_frame()
+        for index, path in enumerate(self.paths):
+            plot_method_comparison(
+                self.images[index], {name: m[index] for name, m in self.maps.items()},
+                save_path=directory / f"{index:04d}_{Path(path).stem}.png", show=False,
+                title=f"{Path(path).name}: predicted {frame['predicted'][index]}, "
+                      f"explaining {frame['explained'][index]}")
+        return directory
+
+
+def _target_indices(target: int | str | None, class_names: list[str]) -> int | None:
+    if target is None or isinstance(target, int):
+        return target
+    if target.isdigit():
+        return int(target)
+    if target not in class_names:
+        raise ValueError(f"target {target!r} is not a class; classes: {class_names}.")
+    return class_names.index(target)
+
+
+def explain_images(
+    classifier: nn.Module,
+    images: torch.Tensor,
+    paths: Sequence[str | Path],
+    methods: Sequence[str] = ("gradcam", "integrated_gradients", "causal"),
+    target: int | str | None = None,
+    class_names: Sequence[str] | None = None,
+    batch_size: int = 16,
+    causal_iterations: int = 10,
+    progress: bool = True,
+) -> ImageExplanations:
+    """Predict ``images`` (N, C, H, W in the classifier's input space) and explain them with each method.
+
+    ``target``: None explains each image's predicted class; an index or a class name explains that class.
+    """
+    unknown = [m for m in methods if m not in IMAGE_METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}; available: {', '.join(IMAGE_METHODS)}.")
+    if len(paths) != len(images):
+        raise ValueError(f"{len(paths)} paths for {len(images)} images.")
+    classifier = classifier.eval()
+    with torch.no_grad():
+        probabilities = torch.cat([class_probabilities(classifier(images[i : i + batch_size]).float())
+                                   for i in range(0, len(images), batch_size)])
+    names = list(class_names) if class_names is not None else [f"class {i}" for i in range(probabilities.shape[1])]
+    if len(names) != probabilities.shape[1]:
+        raise ValueError(f"{len(names)} class names for a model with {probabilities.shape[1]} classes.")
+    index = _target_indices(target, names)
+    targets = probabilities.argmax(1) if index is None else torch.full((len(images),), index, dtype=torch.long)
+    result = ImageExplanations([Path(p) for p in paths], images, probabilities, targets, names)
+    options = {"causal": {"iterations": causal_iterations}}
+    bar = tqdm(total=len(methods) * len(images), desc="Explaining", unit="map", disable=not progress)
+    for method in methods:
+        bar.set_postfix_str(method)
+        chunks = []
+        for start in range(0, len(images), batch_size):
+            batch, batch_targets = images[start : start + batch_size], targets[start : start + batch_size]
+            chunks.append(explain(classifier, batch, method=method, target=batch_targets,
+                                  **options.get(method, {})).detach())
+            bar.update(len(batch))
+        result.maps[method] = torch.cat(chunks)
+    bar.close()
+    return result

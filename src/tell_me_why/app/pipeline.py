@@ -1,0 +1,374 @@
+"""The ``tmw run`` pipeline: data -> train -> features -> interpret -> explain -> report, in one run directory.
+
+Every step writes its outputs atomically and is recorded in ``run_state.json`` when it finishes, so running
+again on the same directory resumes after the last finished step (training itself resumes by phase).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .._utils.files import load_weights, write_json, write_parquet
+from .._utils.settings import Settings, SettingsError, check_choice, check_int
+from .data import DataSourceError, LabelledImages, from_csv, from_filename_rule, from_folder
+
+__all__ = ["RunSettings", "Run", "STEPS"]
+
+STEPS = ("data", "train", "features", "interpret", "explain", "report")
+MIN_VALID_PER_CLASS = 2
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSettings(Settings):
+    """Everything a run depends on; written to ``settings.json`` in the run directory."""
+
+    data: str | None = None
+    data_format: str = "auto"  # auto | folder | csv | rule
+    label_rule: str = "pets"
+    path_column: str = "path"
+    label_column: str = "label"
+    on_unreadable: str = "skip"
+    class_a: str | None = None
+    size: int = 64
+    grey: bool | None = None  # None: grey for the embedded faces, colour otherwise
+    encoder: str = "resnet18"
+    pretrained: bool = False
+    encoding_dims: int = 32
+    batch_size: int = 16
+    valid_pct: float = 0.25
+    epochs_adv: int = 3
+    epochs_ae: int = 6
+    epochs_classif: int = 8
+    lr_max: float = 3e-3
+    classif_class_weight: float = 0.1
+    explain_images: int = 6
+    ig_steps: int = 32
+    causal_iterations: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.check_types()
+        check_choice(self, "data_format", ("auto", "folder", "csv", "rule"))
+        check_choice(self, "on_unreadable", ("skip", "raise"))
+        for name in ("size", "encoding_dims", "batch_size", "explain_images", "ig_steps", "causal_iterations"):
+            check_int(self, name, minimum=1)
+        for name in ("epochs_adv", "epochs_ae", "epochs_classif", "seed"):
+            check_int(self, name, minimum=0)
+        if not 0 < self.valid_pct < 1:
+            raise SettingsError(f"valid_pct must be in (0, 1), got {self.valid_pct}.")
+        if not self.lr_max > 0:
+            raise SettingsError(f"lr_max must be > 0, got {self.lr_max}.")
+
+
+class ClassifierView(nn.Module):
+    """xAAEnet as a plain classifier for the explainers: logits only, the decoder switched off."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        decode = getattr(self.model, "decode", None)
+        if decode is not None:
+            self.model.decode = False
+        try:
+            return self.model(x).as_subclass(torch.Tensor)
+        finally:
+            if decode is not None:
+                self.model.decode = decode
+
+
+class Run:
+    """A run directory and its steps; ``run_all()`` does what is left."""
+
+    @classmethod
+    def open(cls, directory: str | Path) -> Run:
+        """An existing run with the settings it was started with."""
+        saved = Path(directory) / "settings.json"
+        if not saved.is_file():
+            raise FileNotFoundError(f"{directory} is not a tmw run directory (no settings.json); start one with "
+                                    f"tmw run.")
+        return cls(directory, RunSettings.from_mapping(json.loads(saved.read_text()), source=str(saved)))
+
+    def __init__(self, directory: str | Path, settings: RunSettings) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        saved = self.dir / "settings.json"
+        self.state_path = self.dir / "run_state.json"
+        if saved.is_file() and self.done:  # before any finished step, new settings simply replace the old
+            previous = json.loads(saved.read_text())
+            if previous != asdict(settings):
+                changed = sorted(k for k in previous if previous.get(k) != asdict(settings).get(k))
+                raise ValueError(f"{self.dir} holds a run with other settings (differing: {changed}); use a new "
+                                 f"run directory, or the same settings to resume.")
+        write_json(saved, asdict(settings))
+        self.settings = settings
+        self._dls = None
+        self._model = None
+
+    # -- state ------------------------------------------------------------------------------------------------
+
+    @property
+    def done(self) -> list[str]:
+        return json.loads(self.state_path.read_text())["done"] if self.state_path.is_file() else []
+
+    def _mark(self, step: str) -> None:
+        write_json(self.state_path, {"done": [s for s in STEPS if s in {*self.done, step}]})
+
+    def run_step(self, step: str) -> None:
+        """(Re)do ``step``, after any earlier step that has not finished."""
+        if step not in STEPS:
+            raise ValueError(f"Unknown step {step!r}; steps: {STEPS}.")
+        for earlier in STEPS[: STEPS.index(step)]:
+            if earlier not in self.done:
+                self._do(earlier, note=" (needed first)")
+        self._do(step)
+
+    def run_all(self) -> Path:
+        """Every step that has not finished yet, in order; returns the report's path."""
+        for step in STEPS:
+            if step in self.done:
+                logger.info("%s: already done, skipped", step)
+            else:
+                self._do(step)
+        return self.dir / "report.html"
+
+    def _do(self, step: str, note: str = "") -> None:
+        started = time.perf_counter()
+        logger.info("%s%s...", step, note)
+        getattr(self, f"step_{step}")()
+        self._mark(step)
+        logger.info("%s: finished in %.0f s", step, time.perf_counter() - started)
+
+    def summary(self) -> str:
+        """What the run found so far, in a few lines, ending with where the report is."""
+        lines = [f"[tmw] run directory: {self.dir}"]
+        if (self.dir / "data.json").is_file():
+            data = json.loads((self.dir / "data.json").read_text())
+            lines.append(f"[tmw] data: {data['counts']}, {len(data['skipped'])} unreadable file(s) skipped")
+        if (self.dir / "metrics.json").is_file():
+            metrics = json.loads((self.dir / "metrics.json").read_text())
+            lines.append(f"[tmw] validation accuracy: {metrics['validation_accuracy']:.1%}")
+        axis_path = self.dir / "interpretation" / "axis.json"
+        if axis_path.is_file():
+            axis = json.loads(axis_path.read_text())
+            stats = pd.read_csv(self.dir / "interpretation" / "stats.csv", index_col=0)
+            cues = ", ".join(stats.index[stats["significant"]][:5]) or "none significant"
+            verdict = "reliable" if axis["reliable"] else "NOT reliable (cue ranking is not evidence)"
+            lines.append(f"[tmw] decision axis: {verdict}, held-out r = {axis['r']:.2f}, p = {axis['p_value']:.3f}; "
+                         f"top cues: {cues}")
+        report = self.dir / "report.html"
+        if "report" in self.done and report.is_file():
+            lines.append(f"[tmw] report: {report.resolve()}")
+        return "\n".join(lines)
+
+    # -- data and model ---------------------------------------------------------------------------------------
+
+    def _labelled(self) -> LabelledImages:
+        s = self.settings
+        if s.data is None:
+            from .data import write_lfw_subset
+
+            root = write_lfw_subset(self.dir / "embedded_data", size=s.size)
+            return from_folder(root, s.on_unreadable)
+        source = Path(s.data)
+        kind = s.data_format
+        if kind == "auto":
+            kind = "csv" if source.suffix.lower() == ".csv" else "folder"
+        if kind == "csv":
+            return from_csv(source, s.path_column, s.label_column, s.on_unreadable)
+        if kind == "rule":
+            return from_filename_rule(source, s.label_rule, s.on_unreadable)
+        return from_folder(source, s.on_unreadable)
+
+    @property
+    def grey(self) -> bool:
+        return self.settings.grey if self.settings.grey is not None else self.settings.data is None
+
+    @property
+    def class_a(self) -> str:
+        classes = json.loads((self.dir / "data.json").read_text())["classes"]
+        if self.settings.class_a is None:
+            return "face" if self.settings.data is None else classes[1]
+        if self.settings.class_a not in classes:
+            raise ValueError(f"class_a {self.settings.class_a!r} is not one of the classes {classes}.")
+        return self.settings.class_a
+
+    def dataloaders(self):
+        if self._dls is None:
+            table = pd.read_csv(self.dir / "data.csv")
+            data = LabelledImages([Path(p) for p in table["path"]], table["label"].tolist(), str(self.dir))
+            s = self.settings
+            self._dls = data.dataloaders(size=s.size, bs=s.batch_size, valid_pct=s.valid_pct, seed=s.seed,
+                                         grey=self.grey)
+        return self._dls
+
+    def model(self) -> nn.Module:
+        if self._model is None:
+            from ..xaaenet.model import AAE
+
+            s = self.settings
+            # The initial weights come from the run's seed without touching the caller's random state; once
+            # trained, from the run's checkpoints (so no download is needed to rebuild the model).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(s.seed)
+                model = AAE(input_size=s.size, input_channels=1 if self.grey else 3, encoding_dims=s.encoding_dims,
+                            encoder=s.encoder, pretrained=s.pretrained and "train" not in self.done)
+            checkpoint = self.dir / "models" / "xaaenet_classif.safetensors"
+            if "train" in self.done:
+                load_weights(model, checkpoint)
+            self._model = model
+        return self._model
+
+    def train_settings(self):
+        """The :class:`~tell_me_why.xaaenet.training.TrainSettings` this run trains with."""
+        from ..xaaenet.training import TrainSettings
+
+        s = self.settings
+        return TrainSettings(
+            epochs_adv=s.epochs_adv, epochs_ae=s.epochs_ae, epochs_classif=s.epochs_classif, lr_max=s.lr_max,
+            classif_class_weight=s.classif_class_weight, grad_accum=1, models_dir=self.dir / "models",
+            pls_target_class=self.class_a, show_latent_figures=False, latent_path=self.dir / "latents.parquet",
+            resume=True, seed=s.seed,
+        )
+
+    # -- steps ------------------------------------------------------------------------------------------------
+
+    def step_data(self) -> None:
+        data = self._labelled()
+        data.to_frame().to_csv(self.dir / "data.csv", index=False)
+        write_json(self.dir / "data.json", {
+            "source": data.source, "classes": list(data.classes), "counts": data.counts(),
+            "skipped": [[str(p), reason] for p, reason in data.skipped],
+        })
+        logger.info("data: %s from %s; %d unreadable file(s) skipped", data.counts(), data.source, len(data.skipped))
+        # The axis is tested on the validation images: fail now, not after training, if that cannot work.
+        label_of = dict(zip(data.paths, data.labels))
+        valid = Counter(label_of[Path(p)] for p in self.dataloaders().valid.items)
+        short = {c: valid[c] for c in data.classes if valid[c] < MIN_VALID_PER_CLASS}
+        if short:
+            raise DataSourceError(
+                f"The validation split ({self.settings.valid_pct:.0%}) holds too few images of {short}; the "
+                f"interpretation needs at least {MIN_VALID_PER_CLASS} per class. Add images or raise --valid-pct.")
+
+    def step_train(self) -> None:
+        from ..xaaenet.training import train_xaaenet
+
+        learn = train_xaaenet(self.model(), self.dataloaders(), settings=self.train_settings())
+        write_json(self.dir / "training.json", learn.xaaenet_history)
+
+    def step_features(self) -> None:
+        from ..cues.table import compute_feature_score_table
+
+        table = compute_feature_score_table(pd.read_csv(self.dir / "data.csv")["path"].tolist(), on_error="nan")
+        write_parquet(table, self.dir / "features.parquet")
+
+    def step_interpret(self) -> None:
+        from ..cues.alignment import run_pls_feature_figures
+
+        latents = pd.read_parquet(self.dir / "latents.parquet")
+        train, valid = latents[latents["split"] == "train"], latents[latents["split"] == "valid"]
+        features = pd.read_parquet(self.dir / "features.parquet")
+        if self.grey:  # the model sees grey levels only, so no colour cue can be why it decides
+            from ..cues.definitions import BUILTIN_CUES
+
+            features = features.drop(columns=[c.name for c in BUILTIN_CUES if c.category == "color"], errors="ignore")
+        class_a = self.class_a
+        result = run_pls_feature_figures(
+            valid, (valid["label"] == class_a).to_numpy(float), features, target_label=class_a,
+            positive_label=class_a, negative_label="other class", z_train=train,
+            target_train=(train["label"] == class_a).to_numpy(float), save_dir=self.dir / "interpretation",
+            show=False, random_state=self.settings.seed,
+        )
+        result["stats"].to_csv(self.dir / "interpretation" / "stats.csv")
+        write_json(self.dir / "interpretation" / "axis.json", result["axis"])
+
+    def inputs(self, paths: list[Path], with_labels: bool = False):
+        """Images at ``paths`` through the run's own preprocessing (and their labels when ``with_labels``)."""
+        inputs, targets = [], []
+        for batch in self.dataloaders().test_dl(paths, with_labels=with_labels):
+            inputs.append(batch[0].as_subclass(torch.Tensor).cpu())
+            if with_labels:
+                targets.append(batch[1].as_subclass(torch.Tensor).cpu())
+        return (torch.cat(inputs), torch.cat(targets)) if with_labels else torch.cat(inputs)
+
+    def _validation_batch(self):
+        paths = [Path(p) for p in self.dataloaders().valid.items]
+        return (paths, *self.inputs(paths, with_labels=True))
+
+    def validation_predictions(self) -> tuple[list[Path], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Validation paths, inputs, true and predicted class indices (in the dataloader's order)."""
+        classifier = ClassifierView(self.model()).eval()
+        paths, inputs, targets = self._validation_batch()
+        with torch.no_grad():
+            predicted = torch.cat([classifier(inputs[i : i + 32]).argmax(1) for i in range(0, len(inputs), 32)])
+        return paths, inputs, targets, predicted
+
+    def step_explain(self) -> None:
+        from ..attribution import GradCAM, IntegratedGradients, default_cam_layer
+        from ..causal import CausalExplainer, ResultsStore
+        from ..metrics import deletion_insertion, model_randomisation
+        from .report_figures import save_gallery
+
+        classifier = ClassifierView(self.model()).eval()
+        paths, inputs, targets, predicted = self.validation_predictions()
+        wrong = torch.nonzero(predicted != targets).flatten().tolist()
+        right = torch.nonzero(predicted == targets).flatten().tolist()
+        n = self.settings.explain_images
+        # Misclassified images first (up to half), then correct ones taking the classes in turn.
+        by_class = [[i for i in right if int(targets[i]) == c] for c in range(int(targets.max()) + 1)]
+        alternating = [i for group in itertools.zip_longest(*by_class) for i in group if i is not None]
+        chosen = (wrong[: n // 2] + alternating)[:n]
+        images, labels, guesses = inputs[chosen], targets[chosen], predicted[chosen]
+        out = self.dir / "explanations"
+        out.mkdir(exist_ok=True)
+        maps = {
+            "Grad-CAM": GradCAM(classifier).attribute(images, target=guesses, upsampled=True),
+            "Integrated Gradients": IntegratedGradients(classifier).attribute(
+                images, target=guesses, n_steps=self.settings.ig_steps).abs(),
+        }
+        explainer = CausalExplainer(classifier, iterations=self.settings.causal_iterations, seed=self.settings.seed)
+        store = ResultsStore(out / "explanations.sqlite")
+        causal, no_cause = [], []
+        for index, image in tqdm(list(zip(chosen, images)), desc="Causal explanations", unit="img"):
+            result = explainer.explain(image, paths=[str(paths[index])])
+            result.path = str(paths[index])
+            store.add(result)
+            causal.append(torch.from_numpy(result.responsibility).float()[None])
+            no_cause.append(result.explanation is None)
+        maps["Causal responsibility"] = torch.stack(causal)
+        vocab = list(self.dataloaders().vocab)
+        # An empty causal map is a finding, not a failure: the masked image alone already gets this class.
+        captions = [f"{Path(paths[i]).name}\ntrue {vocab[int(t)]}, predicted {vocab[int(p)]}"
+                    + ("\ncausal: no pixel is a cause" if empty else "")
+                    for i, t, p, empty in zip(chosen, labels, guesses, no_cause)]
+        save_gallery(images, maps, captions, out / "gallery.png")
+        trust = {"validation_accuracy": float((predicted == targets).float().mean()),
+                 "images": [str(paths[i]) for i in chosen], "deletion_auc": {}, "insertion_auc": {}}
+        for name, method_maps in maps.items():
+            curves = deletion_insertion(classifier, images, method_maps, target=guesses, steps=20)
+            trust["deletion_auc"][name] = float(curves.deletion_auc.mean())
+            trust["insertion_auc"][name] = float(curves.insertion_auc.mean())
+        layer = default_cam_layer(classifier, images)  # randomisation changes weights in place, not modules
+        steps = model_randomisation(
+            classifier, lambda m, x, t: GradCAM(m, layer=layer).attribute(x, target=t), images[:4], cascading=True)
+        trust["randomisation"] = [{"layer": s.layer, "spearman": s.spearman, "ssim": s.ssim} for s in steps]
+        write_json(self.dir / "metrics.json", trust)
+
+    def step_report(self) -> None:
+        from .report import write_report
+
+        write_report(self)

@@ -1,0 +1,152 @@
+"""``report.html``: one self-contained page (images embedded) that says why the model decides what it decides."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+from .._utils.files import atomic_path
+
+__all__ = ["write_report", "trust_table", "SECTIONS"]
+
+SECTIONS = ("data", "training", "latent-space", "pixel-cues", "local-explanations", "trust-checks", "settings")
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+h1{font-size:1.8em;margin-bottom:.2em} h2{border-bottom:2px solid #eee;padding-bottom:.2em;margin-top:2em}
+img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
+table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+th{background:#f6f6f6} td:first-child,th:first-child{text-align:left}
+.verdict{padding:.7em 1em;border-radius:6px;margin:.8em 0}
+.bad{background:#fde8e8;color:#8a1c1c} .good{background:#e7f6ec;color:#1d5e32}
+.text-last td:last-child,.text-last th:last-child{text-align:left;max-width:28em}
+nav a{margin-right:1em} .muted{color:#777;font-size:.9em}
+"""
+
+
+def _image(path: Path, alt: str, width: int | None = None) -> str:
+    if not path.is_file():
+        return f'<p class="muted">({html.escape(alt)}: not produced by this run)</p>'
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    size = f' style="width:{width}px"' if width else ""
+    return f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{data}">'
+
+
+def _table(frame: pd.DataFrame, floats: str = "{:.3f}", classes: str | None = None) -> str:
+    return frame.to_html(float_format=lambda v: floats.format(v), border=0, escape=True, classes=classes)
+
+
+# Insertion must beat deletion by this much for a map to count as pointing at what the model uses; the cascading
+# randomisation must bring the maps' rank correlation with the original below RANDOMISED_RHO.
+FAITHFUL_MARGIN = 0.05
+RANDOMISED_RHO = 0.5
+
+
+def trust_table(metrics: dict) -> pd.DataFrame:
+    """Deletion and insertion AUC per method with a plain reading, and, for Grad-CAM, whether its maps changed
+    when every layer of the model had been randomised (the ``metrics.json`` of a run)."""
+    table = pd.DataFrame({"deletion AUC (lower is better)": metrics["deletion_auc"],
+                          "insertion AUC (higher is better)": metrics["insertion_auc"]})
+    gap = table.iloc[:, 1] - table.iloc[:, 0]
+    table["reading"] = [
+        "its top pixels carry the decision" if g > FAITHFUL_MARGIN
+        else "no sign that it points at what the model uses: read its maps with care" for g in gap]
+    steps = metrics.get("randomisation") or []
+    if steps and "Grad-CAM" in table.index:
+        rho = steps[-1]["spearman"]
+        table.loc["Grad-CAM", "reading"] += (
+            f"; its maps change with the weights (rank correlation {rho:.2f} once all are random)"
+            if rho < RANDOMISED_RHO
+            else f"; but its maps barely change with random weights (rank correlation {rho:.2f}): they show the "
+                 f"image more than the model")
+    return table
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as metadata
+
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in ("tell-me-why", "torch", "torchvision", "fastai", "scikit-learn", "pandas", "captum"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def write_report(run) -> Path:
+    """Draw the report's own figures and write ``report.html`` in the run directory (atomically)."""
+    from .report_figures import save_confusion_matrix, save_loss_curves, save_randomisation_curve, save_samples
+
+    directory = run.dir
+    figures = directory / "report_figures"
+    figures.mkdir(exist_ok=True)
+    data = json.loads((directory / "data.json").read_text())
+    table = pd.read_csv(directory / "data.csv")
+    save_samples({c: table.loc[table["label"] == c, "path"].head(6).tolist() for c in data["classes"]},
+                 figures / "samples.png")
+    history = json.loads((directory / "training.json").read_text())
+    save_loss_curves(history, figures / "losses.png")
+    _, _, targets, predicted = run.validation_predictions()
+    vocab = list(run.dataloaders().vocab)
+    save_confusion_matrix(targets.numpy(), predicted.numpy(), vocab, figures / "confusion.png")
+    axis = json.loads((directory / "interpretation" / "axis.json").read_text())
+    stats = pd.read_csv(directory / "interpretation" / "stats.csv", index_col=0)
+    metrics = json.loads((directory / "metrics.json").read_text())
+    settings = json.loads((directory / "settings.json").read_text())
+    class_a = run.class_a
+
+    if axis["reliable"]:
+        significant = stats.index[stats["significant"]].tolist()
+        verdict = (f'<div class="verdict good">The decision axis predicts the label on held-out images '
+                   f'(r = {axis["r"]:.2f}, permutation p = {axis["p_value"]:.3f}). Cues that line up with it '
+                   f'significantly: {html.escape(", ".join(significant[:8]) or "none")}.</div>')
+    else:
+        verdict = (f'<div class="verdict bad">The decision axis is <b>not reliable</b> (held-out r = '
+                   f'{axis["r"]:.2f}, permutation p = {axis["p_value"]:.3f}): it does not predict the label on '
+                   f'images it was not fitted on, so the cue ranking below is not evidence about the model.</div>')
+    trust = trust_table(metrics)
+    save_randomisation_curve(metrics["randomisation"], figures / "randomisation.png")
+    counts = pd.DataFrame({"images": data["counts"]})
+    sections = {
+        "data": ("The data", f"<p>Source: <code>{html.escape(data['source'])}</code>; {len(data['skipped'])} "
+                 f"unreadable file(s) skipped.</p>{_table(counts, '{:.0f}')}"
+                 f"{_image(figures / 'samples.png', 'samples')}"),
+        "training": ("Training", f"<p>Three phases (adversarial, denoising autoencoder, classifier); validation "
+                     f"accuracy {metrics['validation_accuracy']:.1%} on {len(targets)} images.</p>"
+                     + _image(figures / "losses.png", "loss curves")
+                     + _image(figures / "confusion.png", "confusion matrix", width=360)),
+        "latent-space": ("The latent space", _image(directory / "models" / "tsne_xaaenet_ae.png", "t-SNE")
+                         + _image(directory / "models" / "pls_xaaenet_classif.png", "PLS")),
+        "pixel-cues": ("Pixel cues and the decision axis", verdict
+                       + _image(directory / "interpretation" / "feature_importance_ranking.png", "ranking")
+                       + _image(directory / "interpretation" / "feature_alignment_panels.png", "alignment")
+                       + _table(stats[["r2_signed", "ci_low", "ci_high", "q_value", "significant"]].head(12))),
+        "local-explanations": ("Local explanations", "<p>Validation images (misclassified first), with Grad-CAM, "
+                               "Integrated Gradients and causal responsibility maps.</p>"
+                               + _image(directory / "explanations" / "gallery.png", "gallery")),
+        "trust-checks": ("Trust checks", "<p>Deletion and insertion curves (target probability as the most "
+                         "relevant pixels are removed or revealed) and cascading model randomisation of Grad-CAM "
+                         "(Spearman correlation with the original maps; it should fall).</p>"
+                         + _table(trust, classes="text-last")
+                         + _image(figures / "randomisation.png", "cascading randomisation")),
+        "settings": ("Settings and versions", _table(pd.DataFrame({"value": {k: str(v) for k, v in settings.items()}}))
+                     + _table(pd.DataFrame({"version": _versions()}))),
+    }
+    nav = "".join(f'<a href="#{key}">{title}</a>' for key, (title, _) in sections.items())
+    body = "".join(f'<section id="{key}"><h2>{title}</h2>{content}</section>'
+                   for key, (title, content) in sections.items())
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Tell Me Why report</title>'
+            f"<style>{_STYLE}</style></head><body><h1>Why does this classifier decide what it decides?</h1>"
+            f'<p class="muted">Class A (the class the axis points to): <b>{html.escape(class_a)}</b></p>'
+            f"<nav>{nav}</nav>{body}</body></html>")
+    path = directory / "report.html"
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,36 @@
+"""Causal responsibility maps as an entry of the explanation registry: ``explain(model, x, method="causal")``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..attribution.base import Attribution, TargetSpec, expand_targets
+from ..attribution.registry import MethodSpec, register_method
+from .explainer import CausalExplainer
+from .settings import CausalSettings
+
+__all__ = ["CausalResponsibility"]
+
+
+class CausalResponsibility(Attribution):
+    """Responsibility maps (B, 1, H, W) of :class:`CausalExplainer`, with the attribution interface; keyword
+    arguments of the constructor are causal settings (``iterations=``, ``mask_value=`` ...). Each image's full
+    explanation (minimal sufficient mask, statistics) is kept in ``last_explanations``."""
+
+    def __init__(self, model: nn.Module, **settings: Any) -> None:
+        super().__init__(model)
+        self.explainer = CausalExplainer(model, **settings)
+        self.last_explanations: list = []
+
+    def _attribute(self, inputs: torch.Tensor, target: TargetSpec) -> torch.Tensor:
+        targets = None if target is None else expand_targets(target, len(inputs)).tolist()
+        self.last_explanations = self.explainer.explain(inputs, target=targets)
+        maps = [torch.from_numpy(e.responsibility).float()[None] for e in self.last_explanations]
+        return torch.stack(maps).to(inputs.device)
+
+
+register_method("causal", MethodSpec(CausalResponsibility, tuple(CausalSettings.names()),
+                                     summary="causal responsibility (ReX)"))

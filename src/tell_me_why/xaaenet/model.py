@@ -1,0 +1,238 @@
+"""The xAAEnet model: any image encoder plus the latent head, decoder, critic and classifier (`add_xaae_blocks`),
+and `AAE`, the same with a built-in torchvision ResNet encoder."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._utils.classifier import set_module_trainable
+from .blocks import DynamicUnetSkipDropout, FeatureMapProbe, ImageNetNormalize, LatentCritic, SkipTaps, as_size
+from .encoders import build_encoder
+from .losses import critic_loss, generator_loss, reconstruction_loss
+
+__all__ = ["EncoderWithAAEBlocks", "add_xaae_blocks", "AAE", "PARAMETER_GROUPS", "ExplainableModel"]
+
+PARAMETER_GROUPS = ("encoder", "decoder", "latent", "critic", "classifier")
+
+
+class EncoderWithAAEBlocks(nn.Module):
+    """A user encoder extended with the xAAEnet blocks.
+
+    The encoder (any ``nn.Module`` mapping ``(B, C, H, W)`` images to a ``(B, C', H', W')`` feature map) stays the
+    feature extractor. The added blocks project its features to the latent vector ``z`` (``latent``), predict the
+    class from ``z`` (``classifier``, the ``linear`` argument or a linear layer), push ``z`` toward N(0, I)
+    (``critic``) and reconstruct the input from ``z`` (``decoder``).
+
+    After a forward pass the model holds ``z``, ``decoder_output``, ``input_image``, ``gan_fake`` and ``gan_real``
+    for the batch. Inputs are images in [0, 1].
+
+    Parameters
+    ----------
+    skip_dropout
+        Probability of dropping each decoder skip connection in training (evaluation uses the expectation). The
+        default 1 builds no skip connection, so every reconstruction passes through ``z``.
+    freeze_encoder
+        Keep the encoder's weights and BatchNorm statistics fixed, through all training phases.
+    input_transform
+        Module applied to the image before the encoder only (e.g. ImageNet normalisation).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        input_size: int | tuple[int, int] = 256,
+        input_channels: int = 3,
+        encoding_dims: int = 128,
+        classes: int = 2,
+        linear: nn.Module | None = None,
+        gen_train: bool = True,
+        skip_dropout: float = 1.0,
+        freeze_encoder: bool = False,
+        input_transform: nn.Module | None = None,
+    ):
+        super().__init__()
+        if classes != 2:
+            raise ValueError(f"Tell Me Why explains binary classifiers: classes must be 2, got {classes}.")
+        if encoding_dims < 1:
+            raise ValueError(f"encoding_dims must be positive, got {encoding_dims}.")
+        self.input_size = as_size(input_size)
+        self.input_channels = input_channels
+        self.encoding_dims = encoding_dims
+        self.classes = classes
+        self.gen_train = gen_train
+        self.skip_dropout = skip_dropout
+        self.freeze_encoder = freeze_encoder
+        # Off while only the latent GAN trains: the decoder output is not used then.
+        self.decode = True
+
+        self.input_transform = input_transform if input_transform is not None else nn.Identity()
+        self.encoder = encoder
+        probe = FeatureMapProbe.run(encoder, input_channels, self.input_size)
+        self.encoder_feature_shape = probe.feature_shape
+        self.fc_encode = nn.Linear(math.prod(probe.feature_shape), encoding_dims)
+        self.decoder = DynamicUnetSkipDropout(
+            encoding_dims, probe, self.input_size, input_channels, skip_dropout=skip_dropout
+        )
+        self.linear = linear if linear is not None else nn.Linear(encoding_dims, classes)
+        self.critic = LatentCritic(encoding_dims)
+        self._skip_taps = SkipTaps(encoder, list(probe.skip_sources)) if self.decoder.use_skips else None
+        if freeze_encoder:
+            set_module_trainable(encoder, False)
+
+    # -- structure ---------------------------------------------------------------------------------------------
+    def _group_modules(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder, "decoder": self.decoder, "latent": self.fc_encode, "critic": self.critic,
+                "classifier": self.linear}
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by role: ``encoder``, ``decoder``, ``latent``, ``critic`` and ``classifier``."""
+        return {name: list(module.parameters()) for name, module in self._group_modules().items()}
+
+    def set_trainable_groups(self, groups: set[str] | list[str] | tuple[str, ...]) -> None:
+        """Train exactly these parameter groups (the encoder stays frozen when ``freeze_encoder`` is set)."""
+        unknown = set(groups) - set(PARAMETER_GROUPS)
+        if unknown:
+            raise ValueError(f"Unknown parameter groups {sorted(unknown)}; valid: {list(PARAMETER_GROUPS)}.")
+        for name, module in self._group_modules().items():
+            set_module_trainable(module, name in groups and not (name == "encoder" and self.freeze_encoder))
+
+    def train(self, mode: bool = True) -> EncoderWithAAEBlocks:
+        super().train(mode)
+        if self.freeze_encoder:
+            # A frozen encoder keeps its BatchNorm statistics too.
+            self.encoder.eval()
+        return self
+
+    # -- forward -----------------------------------------------------------------------------------------------
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.input_channels or tuple(x.shape[-2:]) != self.input_size:
+            raise ValueError(
+                f"This model was built for images of shape (B, {self.input_channels}, {self.input_size[0]}, "
+                f"{self.input_size[1]}); got {tuple(x.shape)}. Resize the images (e.g. item_tfms=Resize(...)) "
+                "or build the model with the matching input_size / input_channels."
+            )
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Latent vectors ``z`` of a batch of images (no decoder, no critic)."""
+        self._check_input(x)
+        features = self.encoder(self.input_transform(x))
+        return self.fc_encode(features.flatten(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # fastai's TensorImage dispatches every op through __torch_function__: slower, and its type would leak
+        # into z, the logits and the losses.
+        x = x.as_subclass(Tensor) if type(x) is not Tensor else x
+        self.input_image = x
+        self.z = self.encode(x)
+        skips = self._skip_taps.pop() if self._skip_taps is not None else None
+        logits = self.linear(self.z)
+        self.critic_fake_logits = self.critic(self.z)
+        self.critic_real_logits = self.critic(torch.randn_like(self.z))
+        self.decoder_output = self.decoder(self.z, skips) if self.decode else None
+        return logits
+
+    @property
+    def gan_fake(self) -> Tensor:
+        """Critic's probability that the encoded ``z`` of the last batch came from the prior."""
+        return torch.sigmoid(self.critic_fake_logits)
+
+    @property
+    def gan_real(self) -> Tensor:
+        """Critic's probability that prior samples came from the prior."""
+        return torch.sigmoid(self.critic_real_logits)
+
+    # -- losses ------------------------------------------------------------------------------------------------
+    def _adversarial_term(self) -> Tensor:
+        """Generator or critic loss by ``gen_train``; both are logged so that they can be compared across modes."""
+        gen = generator_loss(self.critic_fake_logits)
+        crit = critic_loss(self.critic_real_logits, self.critic_fake_logits)
+        self.gen_loss, self.crit_loss = gen.detach(), crit.detach()
+        self.adv_loss = gen if self.gen_train else crit
+        return self.adv_loss
+
+    def _reconstruction_term(self, target: Tensor) -> Tensor:
+        if self.decoder_output is None:
+            raise RuntimeError("The decoder was switched off (model.decode = False); no reconstruction to score.")
+        self.recons_loss = reconstruction_loss(self.decoder_output, target)
+        return self.recons_loss
+
+    def aae_loss_func(self, output: Tensor, target: Tensor) -> Tensor:
+        """Phase 1 loss: the adversarial term alone."""
+        return self._adversarial_term()
+
+    def denoising_ae_loss_func(
+        self, clean_xb: Tensor, RECONS_WEIGHT: float, ADV_WEIGHT: float, pred: Tensor, yb: Tensor
+    ) -> Tensor:
+        """Phase 2 loss: reconstruction of the clean batch from the corrupted one, plus the adversarial term."""
+        return RECONS_WEIGHT * self._reconstruction_term(clean_xb) + ADV_WEIGHT * self._adversarial_term()
+
+    def classif_loss_func(
+        self, output: Tensor, target: Tensor, ADV_WEIGHT: float, RECONS_WEIGHT: float, CLASS_WEIGHT: float, **kwargs
+    ) -> Tensor:
+        """Phase 3 loss: adversarial, reconstruction and cross-entropy terms."""
+        self.classif_loss = F.cross_entropy(output, target, **kwargs)
+        return (
+            ADV_WEIGHT * self._adversarial_term()
+            + RECONS_WEIGHT * self._reconstruction_term(self.input_image)
+            + CLASS_WEIGHT * self.classif_loss
+        )
+
+
+# The original API's function form: the same arguments, building the same model.
+add_xaae_blocks = EncoderWithAAEBlocks
+
+
+class AAE(EncoderWithAAEBlocks):
+    """The explainable xAAEnet model with a ResNet encoder.
+
+    An encoder maps an image in [0, 1] to a latent vector ``z`` (``model.z`` after a forward pass); a decoder
+    reconstructs the image from ``z``; a critic pushes ``z`` toward N(0, I); a linear classifier reads the
+    binary label from ``z``. ``forward`` returns the class logits ``(B, 2)``.
+
+    Parameters
+    ----------
+    input_size
+        Image side in pixels (int) or ``(height, width)``; at least 32.
+    input_channels
+        1 (grey) or 3 (RGB).
+    encoder
+        A name from `tell_me_why.encoders.available_encoders` (``resnet18``, ``resnet34``, ``resnet50``).
+    pretrained
+        Load ImageNet weights (needs the internet or a pre-seeded torch hub cache; fails with a clear message
+        otherwise). ``False`` starts from random weights and never touches the network.
+    """
+
+    def __init__(
+        self,
+        input_size: int | tuple[int, int] = 256,
+        input_channels: int = 3,
+        encoding_dims: int = 128,
+        classes: int = 2,
+        gen_train: bool = True,
+        skip_dropout: float = 1,
+        encoder: str = "resnet34",
+        pretrained: bool = True,
+        freeze_encoder: bool = False,
+    ):
+        super().__init__(
+            build_encoder(encoder, pretrained=pretrained, in_channels=input_channels),
+            input_size=input_size,
+            input_channels=input_channels,
+            encoding_dims=encoding_dims,
+            classes=classes,
+            gen_train=gen_train,
+            skip_dropout=skip_dropout,
+            freeze_encoder=freeze_encoder,
+            input_transform=ImageNetNormalize(input_channels),
+        )
+        self.encoder_name = encoder
+        self.pretrained = pretrained
+
+
+# What train_xaaenet accepts.
+ExplainableModel = AAE | EncoderWithAAEBlocks
