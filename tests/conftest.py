@@ -80,3 +80,26 @@ def finished_run(tmp_path_factory):
     data, out = image_folder(root / "data"), root / "run"
     assert main(["run", str(data), "--out", str(out), *TINY]) == 0
     return data, out
+
+
+def read_png(path, inches, dpi=150, smallest=0.6):
+    """A saved figure as (H, W, 3) ints, after checking that its pixel size fits a figure of ``inches`` (width,
+    height) saved at ``dpi``: a tight bounding box trims the margins, so at least ``smallest`` of the nominal size."""
+    with Image.open(path) as png:
+        assert png.format == "PNG"
+        pixels = np.asarray(png.convert("RGB")).astype(int)
+    height, width = pixels.shape[:2]
+    assert smallest * inches[0] * dpi <= width <= 1.1 * inches[0] * dpi, (path, width)
+    assert smallest * inches[1] * dpi <= height <= 1.1 * inches[1] * dpi, (path, height)
+    return pixels
+
+
+def colours(pixels) -> int:
+    """How many distinct colours a picture shows."""
+    return len(np.unique(pixels.reshape(-1, 3), axis=0))
+
+
+def near(pixels, colour, alpha=1.0, tolerance=10):
+    """Where ``pixels`` show the hex ``colour`` drawn with ``alpha`` over white, within ``tolerance`` per channel."""
+    rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)]) * alpha + 255 * (1 - alpha)
+    return np.abs(pixels - rgb).max(-1) <= tolerance

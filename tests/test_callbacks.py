@@ -23,9 +23,22 @@ def test_random_masking_masks_the_requested_patches_independently():
     assert len({tuple(m) for m in masks}) > 1
 
 
-def test_gaussian_noise_stays_in_range():
-    out = AddGaussianNoise(std=0.5)(torch.rand(4, 3, 8, 8))
-    assert float(out.min()) >= 0 and float(out.max()) <= 1
+def test_gaussian_noise_has_the_requested_mean_and_std_is_fresh_and_stays_in_range():
+    torch.manual_seed(0)
+    x = torch.full((8, 3, 32, 32), 0.5)  # 24576 values: the sample std is within ~1% of the true one
+    noise = AddGaussianNoise(std=0.05)
+    first, second = noise(x) - x, noise(x) - x
+    assert float(first.std()) == pytest.approx(0.05, rel=0.05)  # measured 0.0501
+    assert abs(float(first.mean())) < 0.002  # measured -0.0004
+    assert not torch.allclose(first, second)  # fresh noise on each call
+    assert float((first - second).std()) == pytest.approx(0.05 * 2**0.5, rel=0.05)  # independent draws
+    shifted = AddGaussianNoise(mean=0.1, std=0.05)(x) - x
+    assert float(shifted.mean()) == pytest.approx(0.1, abs=0.002)  # measured 0.0996
+    assert float(shifted.std()) == pytest.approx(0.05, rel=0.05)
+    out = AddGaussianNoise(std=0.5)(x)  # one std reaches 0 and 1: P(|z| > 1) / 2 = 15.9% clamped at each end
+    assert float(out.min()) == 0.0 and float(out.max()) == 1.0
+    assert 0.13 < float((out == 0).float().mean()) < 0.19  # measured 0.157
+    assert 0.13 < float((out == 1).float().mean()) < 0.19  # measured 0.160
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import colours, near, read_png
 
 from tell_me_why.visualization import run_pls_feature_figures, supervised_pls_latent
 
@@ -156,9 +157,21 @@ def test_figures_are_saved_as_png_and_svg_coloured_by_class_and_closed(tmp_path)
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
         assert (tmp_path / f"{name}.svg").read_text().startswith("<?xml")
     assert plt.get_fignums() == []
+    panels = read_png(tmp_path / "feature_alignment_panels.png", result["alignment_fig"].get_size_inches(),
+                      smallest=0.85)
+    ranking = read_png(tmp_path / "feature_importance_ranking.png", result["importance_fig"].get_size_inches(),
+                       smallest=0.85)
+    assert colours(panels) > 500 and colours(ranking) > 100  # measured 1508 and 268
+    # Scatter points (alpha 0.7 over white) of both classes: measured ~21,000 and ~23,000 pixels.
+    for colour in (CLASS_A_COLOR, CLASS_B_COLOR):
+        assert near(panels, colour, alpha=0.7).sum() > 5000, colour
+    # Opaque bars: X (r2 +0.82, toward class A) dominates the small negative bars of the unrelated features
+    # (measured 24,742 class-A pixels against 1,439 class-B ones).
+    toward_a, toward_b = near(ranking, CLASS_A_COLOR).sum(), near(ranking, CLASS_B_COLOR).sum()
+    assert toward_a > 5 * toward_b and toward_b > 0
     first_panel = result["alignment_fig"].axes[0]
-    colours = {to_hex(c.get_facecolor()[0]) for c in first_panel.collections}
-    assert {CLASS_A_COLOR.lower(), CLASS_B_COLOR.lower()} <= colours
+    face_colours = {to_hex(c.get_facecolor()[0]) for c in first_panel.collections}
+    assert {CLASS_A_COLOR.lower(), CLASS_B_COLOR.lower()} <= face_colours
 
 
 @pytest.mark.parametrize("fit_on_training_latents", [False, True])

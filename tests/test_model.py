@@ -35,6 +35,28 @@ def test_forward_shapes_and_decoder_range(size, channels, encoder):
     assert torch.isfinite(loss)
 
 
+def test_inference_runs_the_encoder_and_classifier_only_until_training_asks_for_more():
+    model = AAE(input_size=32, encoding_dims=8, encoder="resnet18", pretrained=False).eval()
+    ran = []
+    for name in ("decoder", "critic"):
+        getattr(model, name).register_forward_hook(lambda module, args, out, name=name: ran.append(name))
+    x = torch.rand(2, 3, 32, 32)
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        logits = model(x)
+    assert ran == [] and torch.equal(torch.get_rng_state(), state)  # no decoder, no critic, no prior sample
+    torch.testing.assert_close(logits, model.linear(model.encode(x)))
+    with torch.no_grad():
+        reconstruction = model.decoder_output
+        assert model.decoder_output is reconstruction  # run once per batch, on first access
+        fake = model.critic_fake_logits
+    assert ran == ["decoder", "critic", "critic"] and not torch.equal(torch.get_rng_state(), state)
+    torch.testing.assert_close(fake, model.critic(model.z))
+    with torch.no_grad():
+        model(x)
+    assert model.decoder_output is not reconstruction  # a new batch gets a new reconstruction
+
+
 def test_parameter_groups_partition_all_parameters():
     model = AAE(input_size=32, encoding_dims=8, encoder="resnet18", pretrained=False)
     groups = model.parameter_groups()
@@ -75,6 +97,42 @@ def test_unknown_encoder_and_classes_are_rejected():
         AAE(input_size=32, classes=3, encoder="resnet18", pretrained=False)
     with pytest.raises(ValueError, match="at least 32"):
         AAE(input_size=16, encoder="resnet18", pretrained=False)
+
+
+def _one_block_resnet(weights=None, **kwargs):
+    """A torchvision-style constructor: ResNet with one BasicBlock per stage (resnet18 has two)."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    assert weights is None, "pretrained=False must not ask for weights"
+    return ResNet(BasicBlock, [1, 1, 1, 1], **kwargs)
+
+
+def test_registered_encoders_are_listed_built_and_used_then_removed():
+    from torchvision.models import ResNet18_Weights
+
+    from tell_me_why.xaaenet import encoders
+
+    before = dict(encoders._ENCODERS)
+    try:
+        encoders.register_encoder("resnet10_test", _one_block_resnet, ResNet18_Weights.DEFAULT)
+        assert encoders.available_encoders() == sorted([*before, "resnet10_test"])
+        torch.manual_seed(0)
+        model = AAE(encoder="resnet10_test", pretrained=False, input_size=32, encoding_dims=8).eval()
+        layers = list(model.encoder.children())
+        assert len(layers) == 8 and all(len(stage) == 1 for stage in layers[4:])  # stem + 4 one-block stages
+        assert model.encoder_feature_shape == (512, 1, 1)  # stride 32 at 32 px
+        x = torch.rand(2, 3, 32, 32)
+        with torch.no_grad():
+            logits = model(x)
+        assert logits.shape == (2, 2) and torch.isfinite(logits).all() and model.z.shape == (2, 8)
+        with pytest.raises(ValueError, match=r"Unknown encoder 'vgg'.*'resnet10_test'.*'resnet18'"):
+            AAE(encoder="vgg", pretrained=False, input_size=32)
+    finally:
+        encoders._ENCODERS.clear()
+        encoders._ENCODERS.update(before)
+    assert "resnet10_test" not in encoders.available_encoders()
+    with pytest.raises(ValueError, match="Unknown encoder 'resnet10_test'"):
+        AAE(encoder="resnet10_test", pretrained=False, input_size=32)
 
 
 class TwoStageEncoder(nn.Module):

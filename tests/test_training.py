@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import colours, near, read_png
 from fastai.callback.core import Callback
 
 from tell_me_why._utils.files import CheckpointError, load_weights
@@ -124,11 +125,21 @@ def test_phase_three_keeps_the_epoch_with_the_best_validation_cross_entropy(trai
 
 
 def test_checkpoints_figures_state_and_latent_table(trained):
+    from tell_me_why._utils.plotting import CLASS_A_COLOR, CLASS_B_COLOR
+
     models_dir, dls, model = trained["models_dir"], trained["dls"], trained["model"]
     for name in ("xaaenet_adv", "xaaenet_ae", "xaaenet_classif"):
         assert (models_dir / f"{name}.safetensors").is_file()
     for figure in ("tsne_xaaenet_adv.png", "tsne_xaaenet_ae.png", "pls_xaaenet_classif.png"):
         assert (models_dir / figure).stat().st_size > 10_000
+        pixels = read_png(models_dir / figure, inches=(7, 6), smallest=0.75)
+        assert colours(pixels) > 150, figure  # measured 307-345
+        # Both classes' points (alpha 0.75 over white): measured ~890 px each in the t-SNE figures, 895 and
+        # 299 in the PLS one (the 8 'absent' points overlap there); a legend marker alone is 205 px.
+        class_a, class_b = near(pixels, CLASS_A_COLOR, 0.75), near(pixels, CLASS_B_COLOR, 0.75)
+        assert class_a.sum() > 250 and class_b.sum() > 250, (figure, class_a.sum(), class_b.sum())
+    # PLS 1 is oriented toward class A ('present'): its points lie to the right of the others.
+    assert np.median(np.nonzero(class_a)[1]) > np.median(np.nonzero(class_b)[1])
     assert not list(models_dir.glob(".*.tmp"))
     state = json.loads((models_dir / STATE_FILE).read_text())
     assert list(state["phases"]) == list(PHASES)
@@ -172,6 +183,27 @@ def test_grad_accum_steps_once_every_k_batches(planted_dls, small_model, tmp_pat
     history = learn.xaaenet_history[-1]
     accuracy = np.array(history["values"])[:, history["metric_names"].index("accuracy")]
     assert history["best_epoch"] == int(np.argmax(accuracy))
+
+
+@pytest.mark.parametrize("critic_in_later_phases", [False, True])
+def test_critic_learns_in_phases_two_and_three_only_when_asked(planted_dls, small_model, tmp_path,
+                                                                 critic_in_later_phases):
+    probe = Probe()
+    model = small_model()
+    train_xaaenet(model, planted_dls, epochs_adv=1, epochs_ae=1, epochs_classif=1, lr_max=1e-3, grad_accum=1,
+                  models_dir=tmp_path, save_tsne=False, save_pls=False, extract_latent=False, seed=0, cbs=[probe],
+                  critic_in_later_phases=critic_in_later_phases)
+    adversarial, autoencoder, classifier = probe.fits
+    assert adversarial["changed"]["critic"]  # phase 1 trains the critic either way
+    assert autoencoder["changed"]["critic"] is classifier["changed"]["critic"] is critic_in_later_phases
+    left_by_phase_one = autoencoder["before"]["critic"]
+    final = [p.detach() for p in model.critic.parameters()]
+    assert len(final) == len(left_by_phase_one) > 0
+    same = all(torch.equal(a, b) for a, b in zip(left_by_phase_one, final))
+    assert same is not critic_in_later_phases
+    # The other groups train as they do without the critic steps.
+    assert {g for g, c in classifier["changed"].items() if c} == (
+        {"encoder", "latent", "decoder", "classifier"} | ({"critic"} if critic_in_later_phases else set()))
 
 
 class Interrupt(Exception):

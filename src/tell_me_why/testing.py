@@ -91,8 +91,9 @@ class SmallCNN(nn.Module):
 def train_small_cnn(data: PlantedEvidence, epochs: int = 4, seed: int = 0, lr: float = 3e-3,
                     batch_size: int = 32) -> SmallCNN:
     """Train :class:`SmallCNN` on ``data`` with Adam and cross-entropy; returns it in eval mode."""
-    torch.manual_seed(seed)
-    model = SmallCNN(channels=data.images.shape[1])
+    with torch.random.fork_rng():  # initial weights from the seed; the caller's random state untouched
+        torch.manual_seed(seed)
+        model = SmallCNN(channels=data.images.shape[1])
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
+import logging
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,10 +27,15 @@ __all__ = [
     "save_weights",
     "load_weights",
     "CheckpointError",
+    "DirectoryLocked",
+    "DirectoryLock",
 ]
 
 # The column that names the image file of each row in the package's tables (the original's name).
 PATH_COLUMN = "Source_File_Path"
+
+
+logger = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
@@ -68,8 +77,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)  # the rename itself reaches the disk
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def write_json(path: str | Path, payload: Any) -> Path:
@@ -109,3 +127,61 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     except RuntimeError as exc:
         raise CheckpointError(f"Checkpoint {path} does not match this model: {exc}") from exc
     return model
+
+
+class DirectoryLocked(RuntimeError):
+    """Another process holds the directory's lock; the message names it."""
+
+
+class DirectoryLock:
+    """One writer per directory: an advisory lock (``flock``) on ``<directory>/.lock`` that records the holder's pid,
+    host and start time while it is held (the file is emptied on release).
+
+    A second process fails at once with :class:`DirectoryLocked` naming the holder. The operating system drops
+    the lock when its holder dies (even by ``kill -9``), so a lock file left by a dead process is taken over, with
+    a warning naming it.
+    """
+
+    def __init__(self, directory: str | Path, name: str = ".lock") -> None:
+        self.path = Path(directory) / name
+        self._handle = None
+
+    def acquire(self) -> DirectoryLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - kept open for as long as the lock is held
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise DirectoryLocked(f"{self.path.parent} is in use by {holder}; wait for it to finish, or use another "
+                                  f"directory.") from None
+        handle.seek(0)
+        previous = handle.read().strip()
+        if previous:
+            logger.warning("Taking over the lock of %s: %s is no longer running (it stopped without releasing it).",
+                           self.path.parent, previous)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is None:
+            return
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.flush()
+        fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+        self._handle.close()
+        self._handle = None
+        # The (now empty) file stays: removing it would let two processes lock two different files of one name.
+
+    def __enter__(self) -> DirectoryLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

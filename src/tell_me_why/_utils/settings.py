@@ -7,12 +7,16 @@ key, the value and the type expected.
 
 from __future__ import annotations
 
+import math
+import numbers
 import sys
 import types
 import typing
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, TypeVar
+
+import numpy as np
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,11 +43,12 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is Any:
         return True
     if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, (bool, np.bool_))
+    if hint is int:  # NumPy integers too; never True/False
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    if hint is float:  # any real number but NaN
+        return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+                and not math.isnan(value))
     if hint is type(None):
         return value is None
     return isinstance(value, origin or hint)
@@ -71,7 +76,7 @@ def _flatten(table: dict[str, Any], out: dict[str, Any], source: str, prefix: st
 def check_int(settings: Any, name: str, minimum: int) -> None:
     """``name`` must be an integer >= ``minimum``."""
     value = getattr(settings, name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)) or value < minimum:
         raise SettingsError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
@@ -112,9 +117,9 @@ class Settings:
         except SettingsError as error:
             raise SettingsError(f"{error} (in {source})") from None
 
-    @classmethod
-    def from_toml(cls: type[S], path: str | Path, **overrides: Any) -> S:
-        """Read a TOML file (flat or in sections), then apply ``overrides``."""
+    @staticmethod
+    def toml_values(path: str | Path) -> dict[str, Any]:
+        """The settings a TOML file gives (flat or in sections), as they are written, not yet validated."""
         path = Path(path)
         try:
             document = tomllib.loads(path.read_text())
@@ -122,7 +127,12 @@ class Settings:
             raise SettingsError(f"Cannot read settings from {str(path)!r}: {error}") from error
         flat: dict[str, Any] = {}
         _flatten(document, flat, str(path))
-        return cls.from_mapping({**flat, **overrides}, source=str(path))
+        return flat
+
+    @classmethod
+    def from_toml(cls: type[S], path: str | Path, **overrides: Any) -> S:
+        """Read a TOML file (flat or in sections), then apply ``overrides``."""
+        return cls.from_mapping({**cls.toml_values(path), **overrides}, source=str(path))
 
     def replace(self: S, **changes: Any) -> S:
         """A copy with ``changes``, validated like a new object."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from dataclasses import fields
 from pathlib import Path
 
+from .._utils.files import CheckpointError, DirectoryLocked
+from ..xaaenet.encoders import PretrainedWeightsUnavailable
 from .explain_images import IMAGE_METHODS, NORMALISATIONS, PixelSpaceClassifier
 from .pipeline import Run, RunSettings
 
@@ -65,39 +68,46 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
 
 def _explain_images(args: argparse.Namespace) -> Path:
     from .explain_images import explain_images, image_paths, load_classifier, load_images
-    from .pipeline import ClassifierView
 
     if args.images is None:
         raise ValueError("--model needs --images: the images to explain.")
+    size = 224 if args.size is None else args.size
+    if size < 1:
+        raise ValueError(f"--size must be a positive number of pixels, got {size}.")
     paths = image_paths(args.images)
     if args.model is not None:
         classifier = PixelSpaceClassifier(load_classifier(args.model, args.arch, args.num_classes),
                                           args.normalisation)
-        images = load_images(paths, args.size or 224, grey=bool(args.grey))
+        images = load_images(paths, size, grey=bool(args.grey))
         names = args.classes.split(",") if args.classes else None
         save = args.save or Path("tmw_explanations")
     else:
         run = Run.open(args.out)
         if "train" not in run.done:
             raise ValueError(f"The run in {args.out} has no trained model yet; run tmw train --out {args.out}.")
-        classifier, images = ClassifierView(run.model()).eval(), run.inputs(paths)
+        classifier, images = run.model().eval(), run.inputs(paths)
         names = list(run.dataloaders().vocab)
         save = args.save or run.dir / "explanations" / "images"
     result = explain_images(classifier, images, paths, methods=[m.strip() for m in args.methods.split(",")],
                             target=args.target, class_names=names)
-    result.save(save)
+    if args.model is None and args.save is None:
+        with run.writing():  # into the run directory: one writer at a time
+            result.save(save)
+    else:
+        result.save(save)
     print(result.to_frame().to_string(index=False))
     return save
 
 
-def _settings(args: argparse.Namespace) -> RunSettings:
+def _settings(args: argparse.Namespace, base: dict | None = None) -> RunSettings:
+    """Settings from ``base`` (a run's saved ones), then ``--config``, then the flags given."""
     given = {f.name: getattr(args, f.name) for f in fields(RunSettings)
              if f.name != "data" and getattr(args, f.name, None) is not None}
     if getattr(args, "data", None) is not None:
         given["data"] = str(Path(args.data).resolve())
-    if args.config is not None:
-        return RunSettings.from_toml(args.config, **given)
-    return RunSettings.from_mapping(given, source="the command line")
+    from_file = RunSettings.toml_values(args.config) if args.config is not None else {}
+    source = str(args.config) if args.config is not None else "the command line"
+    return RunSettings.from_mapping({**(base or {}), **from_file, **given}, source=source)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,10 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _open_run(args: argparse.Namespace) -> Run:
     """The run in ``--out``: with its saved settings when no setting is given, else with the given ones."""
+    exists = (args.out / "settings.json").is_file()
+    if args.command != "run" and not exists:
+        raise FileNotFoundError(f"{args.out} holds no tmw run: tmw {args.command} works on an existing run "
+                                f"directory. Check --out, or start a run with tmw run DATA --out {args.out}.")
     given = any(getattr(args, f.name, None) is not None for f in fields(RunSettings))
-    if not given and args.config is None and (args.out / "settings.json").is_file():
+    if not given and args.config is None and exists:
         return Run.open(args.out)
-    return Run(args.out, _settings(args))
+    # A step of an existing run starts from the run's settings; the flags change only what they name.
+    base = json.loads((args.out / "settings.json").read_text()) if args.command != "run" else {}
+    return Run(args.out, _settings(args, base))
 
 
 def _print_progress() -> logging.Handler:
@@ -160,8 +176,19 @@ def _run_command(args: argparse.Namespace) -> int:
             run.run_all()
         else:
             run.run_step(args.command)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, DirectoryLocked) as error:
         print(f"tmw: error: {error}", file=sys.stderr)
+        return 2
+    except PermissionError as error:
+        print(f"tmw: error: cannot write {error.filename or 'a file'}: permission denied. Point --out (or --save) "
+              f"at a folder you can write to, or copy the run there.", file=sys.stderr)
+        return 2
+    except (CheckpointError, PretrainedWeightsUnavailable) as error:
+        print(f"tmw: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file where a folder should be, a full disk ...
+        print(f"tmw: error: {error.strerror or error}{f': {error.filename}' if error.filename else ''}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ntmw: interrupted. Finished steps are kept: run the same command again to resume.", file=sys.stderr)

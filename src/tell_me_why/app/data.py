@@ -6,15 +6,22 @@ skipped or fatal (the user's choice). Also the embedded demo data (scikit-image'
 
 from __future__ import annotations
 
+import logging
+import os
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .._utils.files import atomic_path
+from ..cues.decoding import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 
 __all__ = [
     "LabelledImages",
@@ -25,6 +32,8 @@ __all__ = [
     "LABEL_RULES",
     "IMAGE_SUFFIXES",
     "MIN_IMAGES_PER_CLASS",
+    "DEFAULT_MAX_PIXELS",
+    "RUN_MARKER",
     "write_lfw_subset",
     "folder_dataloaders",
 ]
@@ -32,6 +41,15 @@ __all__ = [
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 MIN_IMAGES_PER_CLASS = 5
 _LISTED = 10
+# A folder holding this file is a tmw run directory: its figures are never data.
+RUN_MARKER = "run_state.json"
+# The model reads images shrunk (by an integer factor) to at most this many times its input's pixels: memory
+# stays bounded for huge files, and the resize to the input size still starts from ample resolution.
+_MODEL_OVERSAMPLING = 16
+# The data step decodes every file fully, but keeps at most this many pixels of each while checking it.
+_CHECK_PIXELS = 1024 * 1024
+
+logger = logging.getLogger(__name__)
 
 
 class DataSourceError(ValueError):
@@ -66,14 +84,18 @@ class LabelledImages:
         return pd.DataFrame({"path": [str(p) for p in self.paths], "label": self.labels})
 
     def dataloaders(self, size: int | tuple[int, int] = 64, bs: int = 16, valid_pct: float = 0.2, seed: int = 42,
-                    grey: bool = False, num_workers: int = 0, device=None):
+                    grey: bool = False, num_workers: int = 0, device=None,
+                    max_pixels: int | None = DEFAULT_MAX_PIXELS):
         """fastai ``DataLoaders`` (images in [0, 1], resized to ``size``); ``seed`` fixes the random split and the
-        order in which the training images are shuffled."""
-        from fastai.vision.all import CategoryBlock, DataBlock, ImageBlock, PILImage, PILImageBW, RandomSplitter, Resize
+        order in which the training images are shuffled. Images are read by the package's decoder (the cues'), and
+        one above ``max_pixels`` is an error naming it."""
+        from fastai.vision.all import CategoryBlock, DataBlock, ImageBlock, RandomSplitter, Resize
 
         label_of = dict(zip(self.paths, self.labels))
+        height, width = (size, size) if isinstance(size, int) else size
+        image_type = decoded_image_type(grey, _MODEL_OVERSAMPLING * height * width, max_pixels)
         block = DataBlock(
-            blocks=(ImageBlock(cls=PILImageBW if grey else PILImage), CategoryBlock(vocab=list(self.classes))),
+            blocks=(ImageBlock(cls=image_type), CategoryBlock(vocab=list(self.classes))),
             get_items=lambda _: list(self.paths),
             get_y=lambda path: label_of[path],
             splitter=RandomSplitter(valid_pct=valid_pct, seed=seed),
@@ -87,14 +109,42 @@ class LabelledImages:
         return loaders
 
 
-def _unreadable_reason(path: Path) -> str | None:
-    """Why Pillow cannot read ``path`` (header and structure check, no full decode), or None."""
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
-        return f"{type(error).__name__}: {error}"
-    return None
+def decoded_image_type(grey: bool, reduce_above: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    """A fastai image type whose files are read by the package's own decoder (the one the pixel cues use), so
+    that the model and the cues see the same pixels: 16-bit images scaled to 8 bits instead of clipped to white,
+    grey as the cues' luma, large images shrunk by an integer factor to at most ``reduce_above`` pixels while
+    they are read, images above ``max_pixels`` refused."""
+    from fastai.vision.all import PILImage, PILImageBW
+
+    base = PILImageBW if grey else PILImage
+
+    class DecodedImage(base):
+        @classmethod
+        def create(cls, fn, **kwargs):
+            if isinstance(fn, (str, Path)):
+                decoded = decode_image(fn, max_pixels=max_pixels, reduce_above=reduce_above)
+                return cls(Image.fromarray(decoded.to_uint8(1 if grey else 3)))
+            return super().create(fn, **kwargs)
+
+    DecodedImage.__name__ = DecodedImage.__qualname__ = f"Decoded{base.__name__}"
+    return DecodedImage
+
+
+def _unreadable(paths: Sequence[Path], max_pixels: int | None) -> list[tuple[Path, str]]:
+    """Every file decoded once, in threads (Pillow decodes without the GIL): those that cannot be, and why."""
+
+    def reason(path: Path) -> str | None:
+        try:  # the whole file is read and decoded; the pixels kept are shrunk (memory stays small)
+            decode_image(path, max_pixels=max_pixels, reduce_above=_CHECK_PIXELS)
+        except ImageDecodeError as error:
+            return str(error.__cause__ or error)
+        return None
+
+    workers = min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        reasons = list(tqdm(pool.map(reason, paths), total=len(paths), desc="Checking images", unit="img",
+                            disable=len(paths) < 500))
+    return [(path, why) for path, why in zip(paths, reasons) if why is not None]
 
 
 def _listing(items: list[tuple[Path, str]]) -> str:
@@ -105,7 +155,7 @@ def _listing(items: list[tuple[Path, str]]) -> str:
 
 
 def _validated(paths: list[Path], labels: list[str], source: str, on_unreadable: str,
-               min_per_class: int) -> LabelledImages:
+               min_per_class: int, max_pixels: int | None, class_a: str | None) -> LabelledImages:
     if on_unreadable not in ("skip", "raise"):
         raise ValueError(f"on_unreadable must be 'skip' or 'raise', got {on_unreadable!r}.")
     classes = Counter(labels)
@@ -113,7 +163,9 @@ def _validated(paths: list[Path], labels: list[str], source: str, on_unreadable:
         found = ", ".join(f"{name!r} ({count})" for name, count in sorted(classes.items())) or "none"
         raise DataSourceError(f"Tell Me Why explains binary classifiers: {source} must have exactly two classes; "
                               f"found {len(classes)}: {found}.")
-    bad = [(path, reason) for path in paths if (reason := _unreadable_reason(path)) is not None]
+    if class_a is not None and class_a not in classes:  # before any image is decoded
+        raise DataSourceError(f"--class-a {class_a!r} is not one of the classes {sorted(classes)} found in {source}.")
+    bad = _unreadable(paths, max_pixels)
     if bad and on_unreadable == "raise":
         raise DataSourceError(f"{len(bad)} unreadable image(s) in {source}:\n{_listing(bad)}\n"
                               f"Fix or remove them, or choose to skip unreadable files.")
@@ -127,31 +179,51 @@ def _validated(paths: list[Path], labels: list[str], source: str, on_unreadable:
     return LabelledImages([p for p, _ in kept], [label for _, label in kept], source, bad)
 
 
-def _image_files(root: Path, recursive: bool) -> list[Path]:
-    pattern = root.rglob("*") if recursive else root.iterdir()
-    return sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def _is_excluded(folder: Path, excluded: set[Path]) -> bool:
+    return folder.resolve() in excluded or (folder / RUN_MARKER).is_file()
 
 
-def from_folder(root: str | Path, on_unreadable: str = "skip",
-                min_per_class: int = MIN_IMAGES_PER_CLASS) -> LabelledImages:
-    """``root/<class>/...`` (images anywhere below each class folder); the folder name is the label."""
+def _image_files(root: Path, recursive: bool, exclude: Sequence[Path] = ()) -> list[Path]:
+    """Image files in ``root`` (and below it when ``recursive``), leaving out the folders in ``exclude`` and every
+    tmw run directory (a folder holding ``run_state.json``): a run written inside its data must not become data."""
+    excluded = {Path(p).resolve() for p in exclude}
+    if _is_excluded(root, excluded):
+        return []
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if recursive and not _is_excluded(Path(folder) / d, excluded))
+        found += [Path(folder) / name for name in files if Path(name).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found)
+
+
+def from_folder(root: str | Path, on_unreadable: str = "skip", min_per_class: int = MIN_IMAGES_PER_CLASS,
+                exclude: Sequence[Path] = (), max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                class_a: str | None = None) -> LabelledImages:
+    """``root/<class>/...`` (images anywhere below each class folder); the folder name is the label. Folders in
+    ``exclude`` and tmw run directories are left out; images above ``max_pixels`` count as unreadable; ``class_a``,
+    when given, must be one of the classes (checked before any image is decoded)."""
     root = Path(root)
     if not root.is_dir():
         raise DataSourceError(f"{root} is not a folder.")
     paths, labels = [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for path in _image_files(folder, recursive=True):
+        for path in _image_files(folder, recursive=True, exclude=exclude):
             paths.append(path)
             labels.append(folder.name)
     if not paths:
         raise DataSourceError(f"No images found in class subfolders of {root}: expected {root}/<class>/<image> "
                               f"(image suffixes: {sorted(IMAGE_SUFFIXES)}).")
-    return _validated(paths, labels, str(root), on_unreadable, min_per_class)
+    return _validated(paths, labels, str(root), on_unreadable, min_per_class, max_pixels, class_a)
 
 
 def from_csv(csv_path: str | Path, path_column: str = "path", label_column: str = "label",
-             on_unreadable: str = "skip", min_per_class: int = MIN_IMAGES_PER_CLASS) -> LabelledImages:
-    """A CSV with one row per image: ``path`` (absolute, or relative to the CSV's folder) and ``label``."""
+             on_unreadable: str = "skip", min_per_class: int = MIN_IMAGES_PER_CLASS,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS, class_a: str | None = None) -> LabelledImages:
+    """A CSV with one row per image: ``path`` (absolute, or relative to the CSV's folder) and ``label``.
+
+    A file listed twice with the same label is kept once (with a warning); with two labels it is an error naming
+    the rows, since it would otherwise land in training and validation, or mislead the class counts.
+    """
     csv_path = Path(csv_path)
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
@@ -168,21 +240,39 @@ def from_csv(csv_path: str | Path, path_column: str = "path", label_column: str 
         raise DataSourceError(f"{csv_path}: rows {[int(i) + 2 for i in empty[:_LISTED]]} (line numbers) have an "
                               f"empty path or label.")
     paths = [Path(p) if Path(p).is_absolute() else csv_path.parent / p for p in table[path_column]]
-    return _validated(paths, table[label_column].str.strip().tolist(), str(csv_path), on_unreadable, min_per_class)
+    labels = table[label_column].str.strip().tolist()
+    rows: dict[Path, list[int]] = {}
+    for row, path in enumerate(paths):
+        rows.setdefault(path.resolve(), []).append(row)
+    repeated = {path: found for path, found in rows.items() if len(found) > 1}
+    conflicting = {path: found for path, found in repeated.items() if len({labels[r] for r in found}) > 1}
+    if conflicting:
+        listed = "\n".join(f"  {path}: lines {[r + 2 for r in found]} say {sorted({labels[r] for r in found})}"
+                           for path, found in list(conflicting.items())[:_LISTED])
+        raise DataSourceError(f"{csv_path} gives {len(conflicting)} image(s) two labels:\n{listed}\nKeep one row "
+                              f"per image.")
+    if repeated:
+        logger.warning("%s lists %d image(s) more than once with the same label (e.g. %s, lines %s); each is kept "
+                       "once.", csv_path, len(repeated), *next((p, [r + 2 for r in f]) for p, f in repeated.items()))
+        first = sorted(found[0] for found in rows.values())
+        paths, labels = [paths[r] for r in first], [labels[r] for r in first]
+    return _validated(paths, labels, str(csv_path), on_unreadable, min_per_class, max_pixels, class_a)
 
 
 def from_filename_rule(root: str | Path, rule: str | Callable[[Path], str] = "pets", on_unreadable: str = "skip",
-                       min_per_class: int = MIN_IMAGES_PER_CLASS) -> LabelledImages:
+                       min_per_class: int = MIN_IMAGES_PER_CLASS, exclude: Sequence[Path] = (),
+                       max_pixels: int | None = DEFAULT_MAX_PIXELS, class_a: str | None = None) -> LabelledImages:
     """Images directly in ``root``, labelled by ``rule(path)`` (a callable, or a name from ``LABEL_RULES``)."""
     root = Path(root)
     if isinstance(rule, str):
         if rule not in LABEL_RULES:
             raise DataSourceError(f"Unknown labelling rule {rule!r}; available: {sorted(LABEL_RULES)}.")
         rule = LABEL_RULES[rule]
-    paths = _image_files(root, recursive=False) if root.is_dir() else []
+    paths = _image_files(root, recursive=False, exclude=exclude) if root.is_dir() else []
     if not paths:
         raise DataSourceError(f"No images found directly in {root}.")
-    return _validated(paths, [str(rule(p)) for p in paths], str(root), on_unreadable, min_per_class)
+    labels = [str(rule(p)) for p in paths]
+    return _validated(paths, labels, str(root), on_unreadable, min_per_class, max_pixels, class_a)
 
 
 def write_lfw_subset(root: str | Path, size: int = 64) -> Path:
@@ -200,8 +290,8 @@ def write_lfw_subset(root: str | Path, size: int = 64) -> Path:
         if path.exists():
             continue
         pil = Image.fromarray((image * 255).round().astype(np.uint8)).resize((size, size), Image.BICUBIC)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pil.save(path)
+        with atomic_path(path) as tmp:  # a file left half written by a killed run would be reused
+            pil.save(tmp, format="PNG")
     return root
 
 

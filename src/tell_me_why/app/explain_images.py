@@ -23,6 +23,7 @@ from .._utils.files import atomic_path
 from .._utils.images import IMAGENET_MEAN, IMAGENET_STD
 from ..attribution import METHODS, explain
 from ..causal import CausalResponsibility  # noqa: F401  (registers "causal")
+from ..cues.decoding import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from .data import IMAGE_SUFFIXES
 
 __all__ = [
@@ -73,9 +74,14 @@ def _is_torchscript(path: Path) -> bool:
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors only: safetensors, or ``torch.load(weights_only=True)``, which refuses pickled code."""
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"{path} is not a safetensors file ({error}). Write it with safetensors' save_file, "
+                             f"or give a .pt/.pth state dict or a TorchScript file.") from error
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # an unpickling error names the object it refused
@@ -119,7 +125,11 @@ def load_classifier(path: str | Path, arch: str | None = None, num_classes: int 
     if not path.is_file():
         raise FileNotFoundError(f"Model file {str(path)!r} does not exist.")
     if _is_torchscript(path):
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        try:
+            return torch.jit.load(str(path), map_location="cpu").eval()
+        except RuntimeError as error:
+            raise ValueError(f"{path} looks like a TorchScript archive (a zip with a code/ folder) but cannot be "
+                             f"loaded as one: {str(error).splitlines()[0]}") from error
     if arch is None:
         raise ValueError(f"{path} holds weights only (a state dict): name its architecture with --arch "
                          f"(a torchvision model name, e.g. resnet18), or save the model as TorchScript.")
@@ -144,17 +154,19 @@ def image_paths(source: str | Path) -> list[Path]:
     return paths
 
 
-def load_images(paths: Sequence[str | Path], size: int, grey: bool = False) -> torch.Tensor:
-    """Images as (N, C, size, size) in [0, 1], resized without cropping (bilinear)."""
-    from PIL import Image, UnidentifiedImageError
+def load_images(paths: Sequence[str | Path], size: int, grey: bool = False,
+                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """Images as (N, C, size, size) in [0, 1], resized without cropping (bilinear), read by the package's decoder
+    (16-bit images scaled, never clipped; files above ``max_pixels`` refused; huge ones shrunk while read)."""
+    from PIL import Image
 
     images = []
     for path in paths:
         try:
-            with Image.open(path) as image:
-                pixels = np.asarray(image.convert("L" if grey else "RGB").resize((size, size), Image.BILINEAR))
-        except (OSError, UnidentifiedImageError) as error:
-            raise ValueError(f"Cannot read image {path}: {error}") from error
+            decoded = decode_image(path, max_pixels=max_pixels, reduce_above=16 * size * size)
+        except ImageDecodeError as error:
+            raise ValueError(str(error)) from error
+        pixels = np.asarray(Image.fromarray(decoded.to_uint8(1 if grey else 3)).resize((size, size), Image.BILINEAR))
         pixels = pixels[None] if grey else pixels.transpose(2, 0, 1)
         images.append(torch.from_numpy(pixels.astype(np.float32) / 255.0))
     return torch.stack(images)

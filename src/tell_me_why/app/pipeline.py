@@ -11,24 +11,53 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._utils.files import load_weights, write_json, write_parquet
+from .._utils.files import DirectoryLock, atomic_path, load_weights, write_json, write_parquet
 from .._utils.settings import Settings, SettingsError, check_choice, check_int
-from .data import DataSourceError, LabelledImages, from_csv, from_filename_rule, from_folder
+from .data import DEFAULT_MAX_PIXELS, DataSourceError, LabelledImages, from_csv, from_filename_rule, from_folder
 
-__all__ = ["RunSettings", "Run", "STEPS"]
+__all__ = ["RunSettings", "Run", "STEPS", "better_than_chance", "chance_warning"]
 
 STEPS = ("data", "train", "features", "interpret", "explain", "report")
 MIN_VALID_PER_CLASS = 2
+MIN_SIZE = 32
+# The folders of a run directory that a run writes files into.
+RUN_FOLDERS = ("", "models", "interpretation", "explanations", "explanations/images", "report_figures",
+               "embedded_data/face", "embedded_data/non_face")
+# The classifier counts as better than chance when a one-sided binomial test of its validation accuracy against
+# always answering the majority class gives p below this.
+CHANCE_ALPHA = 0.05
 
 logger = logging.getLogger(__name__)
+
+
+def better_than_chance(targets, predicted, alpha: float = CHANCE_ALPHA) -> dict:
+    """Validation accuracy against always answering the majority class: a one-sided exact binomial test."""
+    from scipy.stats import binomtest
+
+    targets, predicted = np.asarray(targets), np.asarray(predicted)
+    n, correct = len(targets), int((targets == predicted).sum())
+    majority = float(np.bincount(targets).max() / n) if n else 1.0
+    p_value = float(binomtest(correct, n, majority, alternative="greater").pvalue) if n else 1.0
+    return {"accuracy": correct / n if n else float("nan"), "images": n, "majority_rate": majority,
+            "p_value": p_value, "alpha": alpha, "better_than_chance": bool(p_value < alpha)}
+
+
+def chance_warning(verdict: dict) -> str:
+    return (f"the classifier is not better than chance: validation accuracy {verdict['accuracy']:.1%} on "
+            f"{verdict['images']} images against {verdict['majority_rate']:.1%} for always answering the majority "
+            f"class (binomial p = {verdict['p_value']:.3f}). It has not learnt the task, so nothing below explains "
+            f"the task: check the data and the training settings (more epochs, another learning rate).")
 
 
 @dataclass(frozen=True)
@@ -58,12 +87,14 @@ class RunSettings(Settings):
     ig_steps: int = 32
     causal_iterations: int = 10
     seed: int = 0
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         self.check_types()
         check_choice(self, "data_format", ("auto", "folder", "csv", "rule"))
         check_choice(self, "on_unreadable", ("skip", "raise"))
-        for name in ("size", "encoding_dims", "batch_size", "explain_images", "ig_steps", "causal_iterations"):
+        for name in ("size", "encoding_dims", "batch_size", "explain_images", "ig_steps", "causal_iterations",
+                     "max_pixels"):
             check_int(self, name, minimum=1)
         for name in ("epochs_adv", "epochs_ae", "epochs_classif", "seed"):
             check_int(self, name, minimum=0)
@@ -71,24 +102,16 @@ class RunSettings(Settings):
             raise SettingsError(f"valid_pct must be in (0, 1), got {self.valid_pct}.")
         if not self.lr_max > 0:
             raise SettingsError(f"lr_max must be > 0, got {self.lr_max}.")
+        if self.epochs_classif < 1:
+            raise SettingsError("epochs_classif must be >= 1: a run explains a classifier, so the classifier phase "
+                                "must train.")
+        if self.size < MIN_SIZE:
+            raise SettingsError(f"size must be at least {MIN_SIZE} pixels (the encoders' smallest input), got "
+                                f"{self.size}.")
+        from ..xaaenet.encoders import available_encoders
 
-
-class ClassifierView(nn.Module):
-    """xAAEnet as a plain classifier for the explainers: logits only, the decoder switched off."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        decode = getattr(self.model, "decode", None)
-        if decode is not None:
-            self.model.decode = False
-        try:
-            return self.model(x).as_subclass(torch.Tensor)
-        finally:
-            if decode is not None:
-                self.model.decode = decode
+        if self.encoder not in available_encoders():
+            raise SettingsError(f"Unknown encoder {self.encoder!r}; choose one of {available_encoders()}.")
 
 
 class Run:
@@ -96,28 +119,57 @@ class Run:
 
     @classmethod
     def open(cls, directory: str | Path) -> Run:
-        """An existing run with the settings it was started with."""
+        """An existing run with the settings it was started with (opening a run writes nothing)."""
         saved = Path(directory) / "settings.json"
         if not saved.is_file():
             raise FileNotFoundError(f"{directory} is not a tmw run directory (no settings.json); start one with "
-                                    f"tmw run.")
+                                    f"tmw run DATA --out {directory}.")
         return cls(directory, RunSettings.from_mapping(json.loads(saved.read_text()), source=str(saved)))
 
     def __init__(self, directory: str | Path, settings: RunSettings) -> None:
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        saved = self.dir / "settings.json"
+        self.settings = settings
         self.state_path = self.dir / "run_state.json"
+        saved = self.dir / "settings.json"
         if saved.is_file() and self.done:  # before any finished step, new settings simply replace the old
-            previous = json.loads(saved.read_text())
+            # Through the settings class: a run written before a setting existed has that setting's default.
+            previous = asdict(RunSettings.from_mapping(json.loads(saved.read_text()), source=str(saved)))
             if previous != asdict(settings):
-                changed = sorted(k for k in previous if previous.get(k) != asdict(settings).get(k))
+                changed = sorted(k for k in previous if previous[k] != asdict(settings)[k])
                 raise ValueError(f"{self.dir} holds a run with other settings (differing: {changed}); use a new "
                                  f"run directory, or the same settings to resume.")
-        write_json(saved, asdict(settings))
-        self.settings = settings
         self._dls = None
         self._model = None
+        self._lock: DirectoryLock | None = None
+        self._writers = 0
+
+    @contextmanager
+    def writing(self) -> Iterator[Run]:
+        """Hold the run directory for writing: one process at a time (a second one fails at once, naming the
+        first). On entry the settings are recorded and partial files left by a killed process are removed.
+        Re-entrant; ``run_all`` and ``run_step`` take it themselves."""
+        if self._writers == 0:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock = DirectoryLock(self.dir).acquire()
+            try:
+                for folder in RUN_FOLDERS:  # only where a run writes: --out may hold the user's own files
+                    for orphan in (self.dir / folder).glob(".*.tmp"):
+                        logger.info("Removing %s, a partial file of an interrupted run", orphan)
+                        orphan.unlink(missing_ok=True)
+                saved = self.dir / "settings.json"
+                if not saved.is_file() or json.loads(saved.read_text()) != asdict(self.settings):
+                    write_json(saved, asdict(self.settings))
+            except BaseException:
+                self._lock.release()
+                raise
+        self._writers += 1
+        try:
+            yield self
+        finally:
+            self._writers -= 1
+            if self._writers == 0:
+                self._lock.release()
+                self._lock = None
 
     # -- state ------------------------------------------------------------------------------------------------
 
@@ -132,18 +184,20 @@ class Run:
         """(Re)do ``step``, after any earlier step that has not finished."""
         if step not in STEPS:
             raise ValueError(f"Unknown step {step!r}; steps: {STEPS}.")
-        for earlier in STEPS[: STEPS.index(step)]:
-            if earlier not in self.done:
-                self._do(earlier, note=" (needed first)")
-        self._do(step)
+        with self.writing():
+            for earlier in STEPS[: STEPS.index(step)]:
+                if earlier not in self.done:
+                    self._do(earlier, note=" (needed first)")
+            self._do(step)
 
     def run_all(self) -> Path:
         """Every step that has not finished yet, in order; returns the report's path."""
-        for step in STEPS:
-            if step in self.done:
-                logger.info("%s: already done, skipped", step)
-            else:
-                self._do(step)
+        with self.writing():
+            for step in STEPS:
+                if step in self.done:
+                    logger.info("%s: already done, skipped", step)
+                else:
+                    self._do(step)
         return self.dir / "report.html"
 
     def _do(self, step: str, note: str = "") -> None:
@@ -156,6 +210,9 @@ class Run:
     def summary(self) -> str:
         """What the run found so far, in a few lines, ending with where the report is."""
         lines = [f"[tmw] run directory: {self.dir}"]
+        verdict = self.chance_verdict()
+        if verdict is not None and not verdict["better_than_chance"]:
+            lines.append(f"[tmw] WARNING: {chance_warning(verdict)}")
         if (self.dir / "data.json").is_file():
             data = json.loads((self.dir / "data.json").read_text())
             lines.append(f"[tmw] data: {data['counts']}, {len(data['skipped'])} unreadable file(s) skipped")
@@ -183,16 +240,19 @@ class Run:
             from .data import write_lfw_subset
 
             root = write_lfw_subset(self.dir / "embedded_data", size=s.size)
-            return from_folder(root, s.on_unreadable)
+            return from_folder(root, s.on_unreadable, max_pixels=s.max_pixels, class_a=s.class_a)
         source = Path(s.data)
         kind = s.data_format
         if kind == "auto":
             kind = "csv" if source.suffix.lower() == ".csv" else "folder"
         if kind == "csv":
-            return from_csv(source, s.path_column, s.label_column, s.on_unreadable)
+            return from_csv(source, s.path_column, s.label_column, s.on_unreadable, max_pixels=s.max_pixels,
+                            class_a=s.class_a)
+        # A run directory inside the data (--out photos/cat) must not feed its own figures back as images.
         if kind == "rule":
-            return from_filename_rule(source, s.label_rule, s.on_unreadable)
-        return from_folder(source, s.on_unreadable)
+            return from_filename_rule(source, s.label_rule, s.on_unreadable, exclude=[self.dir],
+                                      max_pixels=s.max_pixels, class_a=s.class_a)
+        return from_folder(source, s.on_unreadable, exclude=[self.dir], max_pixels=s.max_pixels, class_a=s.class_a)
 
     @property
     def grey(self) -> bool:
@@ -210,10 +270,15 @@ class Run:
     def dataloaders(self):
         if self._dls is None:
             table = pd.read_csv(self.dir / "data.csv")
+            gone = [p for p in table["path"] if not Path(p).is_file()]
+            if gone:
+                raise DataSourceError(
+                    f"{len(gone)} image(s) that the data step of {self.dir} found are gone, e.g. {gone[:3]}. Put "
+                    f"them back, or start over: a new --out, or delete {self.state_path} to redo every step.")
             data = LabelledImages([Path(p) for p in table["path"]], table["label"].tolist(), str(self.dir))
             s = self.settings
             self._dls = data.dataloaders(size=s.size, bs=s.batch_size, valid_pct=s.valid_pct, seed=s.seed,
-                                         grey=self.grey)
+                                         grey=self.grey, max_pixels=s.max_pixels)
         return self._dls
 
     def model(self) -> nn.Module:
@@ -223,7 +288,7 @@ class Run:
             s = self.settings
             # The initial weights come from the run's seed without touching the caller's random state; once
             # trained, from the run's checkpoints (so no download is needed to rebuild the model).
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng():
                 torch.manual_seed(s.seed)
                 model = AAE(input_size=s.size, input_channels=1 if self.grey else 3, encoding_dims=s.encoding_dims,
                             encoder=s.encoder, pretrained=s.pretrained and "train" not in self.done)
@@ -248,8 +313,10 @@ class Run:
     # -- steps ------------------------------------------------------------------------------------------------
 
     def step_data(self) -> None:
+        self._dls = None  # a redone data step reads the data again
         data = self._labelled()
-        data.to_frame().to_csv(self.dir / "data.csv", index=False)
+        with atomic_path(self.dir / "data.csv") as tmp:
+            data.to_frame().to_csv(tmp, index=False)
         write_json(self.dir / "data.json", {
             "source": data.source, "classes": list(data.classes), "counts": data.counts(),
             "skipped": [[str(p), reason] for p, reason in data.skipped],
@@ -263,12 +330,27 @@ class Run:
             raise DataSourceError(
                 f"The validation split ({self.settings.valid_pct:.0%}) holds too few images of {short}; the "
                 f"interpretation needs at least {MIN_VALID_PER_CLASS} per class. Add images or raise --valid-pct.")
+        training_images = len(self.dataloaders().train_ds)
+        if self.settings.batch_size > training_images:
+            raise DataSourceError(
+                f"--batch-size {self.settings.batch_size} is larger than the {training_images} training images: no "
+                f"training step would run. Use --batch-size {training_images} or less.")
 
     def step_train(self) -> None:
         from ..xaaenet.training import train_xaaenet
 
         learn = train_xaaenet(self.model(), self.dataloaders(), settings=self.train_settings())
         write_json(self.dir / "training.json", learn.xaaenet_history)
+        _, _, targets, predicted = self.validation_predictions()
+        verdict = better_than_chance(targets.numpy(), predicted.numpy())
+        write_json(self.dir / "validation.json", verdict)
+        if not verdict["better_than_chance"]:
+            logger.warning(chance_warning(verdict))
+
+    def chance_verdict(self) -> dict | None:
+        """Whether the trained classifier beats always answering the majority class (``validation.json``)."""
+        path = self.dir / "validation.json"
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def step_features(self) -> None:
         from ..cues.table import compute_feature_score_table
@@ -287,12 +369,17 @@ class Run:
 
             features = features.drop(columns=[c.name for c in BUILTIN_CUES if c.category == "color"], errors="ignore")
         class_a = self.class_a
+        verdict = self.chance_verdict()
+        # An axis of a classifier that has not learnt the task says nothing about the task: never call it reliable.
+        chance_level = verdict is not None and not verdict["better_than_chance"]
         result = run_pls_feature_figures(
             valid, (valid["label"] == class_a).to_numpy(float), features, target_label=class_a,
             positive_label=class_a, negative_label="other class", z_train=train,
             target_train=(train["label"] == class_a).to_numpy(float), save_dir=self.dir / "interpretation",
-            show=False, random_state=self.settings.seed,
+            show=False, random_state=self.settings.seed, axis_alpha=0.0 if chance_level else 0.01,
         )
+        if chance_level:
+            result["axis"]["not_reliable_because"] = chance_warning(verdict)
         result["stats"].to_csv(self.dir / "interpretation" / "stats.csv")
         write_json(self.dir / "interpretation" / "axis.json", result["axis"])
 
@@ -311,7 +398,7 @@ class Run:
 
     def validation_predictions(self) -> tuple[list[Path], torch.Tensor, torch.Tensor, torch.Tensor]:
         """Validation paths, inputs, true and predicted class indices (in the dataloader's order)."""
-        classifier = ClassifierView(self.model()).eval()
+        classifier = self.model().eval()
         paths, inputs, targets = self._validation_batch()
         with torch.no_grad():
             predicted = torch.cat([classifier(inputs[i : i + 32]).argmax(1) for i in range(0, len(inputs), 32)])
@@ -323,7 +410,7 @@ class Run:
         from ..metrics import deletion_insertion, model_randomisation
         from .report_figures import save_gallery
 
-        classifier = ClassifierView(self.model()).eval()
+        classifier = self.model().eval()  # its forward runs the encoder and the classifier only
         paths, inputs, targets, predicted = self.validation_predictions()
         wrong = torch.nonzero(predicted != targets).flatten().tolist()
         right = torch.nonzero(predicted == targets).flatten().tolist()

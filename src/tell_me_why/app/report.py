@@ -102,15 +102,23 @@ def write_report(run) -> Path:
     settings = json.loads((directory / "settings.json").read_text())
     class_a = run.class_a
 
+    chance = run.chance_verdict()
+    warning = ""
+    if chance is not None and not chance["better_than_chance"]:
+        from .pipeline import chance_warning
+
+        warning = f'<div class="verdict bad"><b>Read this first</b>: {html.escape(chance_warning(chance))}</div>'
     if axis["reliable"]:
         significant = stats.index[stats["significant"]].tolist()
         verdict = (f'<div class="verdict good">The decision axis predicts the label on held-out images '
                    f'(r = {axis["r"]:.2f}, permutation p = {axis["p_value"]:.3f}). Cues that line up with it '
                    f'significantly: {html.escape(", ".join(significant[:8]) or "none")}.</div>')
     else:
-        verdict = (f'<div class="verdict bad">The decision axis is <b>not reliable</b> (held-out r = '
-                   f'{axis["r"]:.2f}, permutation p = {axis["p_value"]:.3f}): it does not predict the label on '
-                   f'images it was not fitted on, so the cue ranking below is not evidence about the model.</div>')
+        reason = axis.get("not_reliable_because") or (
+            f"held-out r = {axis['r']:.2f}, permutation p = {axis['p_value']:.3f}: it does not predict the label on "
+            f"images it was not fitted on")
+        verdict = (f'<div class="verdict bad">The decision axis is <b>not reliable</b> ({html.escape(reason)}), so '
+                   f'the cue ranking below is not evidence about the model.</div>')
     trust = trust_table(metrics)
     save_randomisation_curve(metrics["randomisation"], figures / "randomisation.png")
     counts = pd.DataFrame({"images": data["counts"]})
@@ -145,7 +153,7 @@ def write_report(run) -> Path:
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Tell Me Why report</title>'
             f"<style>{_STYLE}</style></head><body><h1>Why does this classifier decide what it decides?</h1>"
             f'<p class="muted">Class A (the class the axis points to): <b>{html.escape(class_a)}</b></p>'
-            f"<nav>{nav}</nav>{body}</body></html>")
+            f"{warning}<nav>{nav}</nav>{body}</body></html>")
     path = directory / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")

@@ -8,13 +8,14 @@ palette, bilevel and CMYK images are converted to RGB, 16-bit images are scaled 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["DecodedImage", "ImageDecodeError", "decode_image"]
+__all__ = ["DecodedImage", "ImageDecodeError", "decode_image", "DEFAULT_MAX_PIXELS"]
 
 # libpng's RGB-to-grey weights (sum 2**15), as torchvision applies them when reading in GRAY mode.
 _LUMA_WEIGHTS = (9794, 19234, 3740)
@@ -22,6 +23,9 @@ _LUMA_SHIFT = 15
 _LUMA_MATRIX = (*(w / 2**_LUMA_SHIFT for w in _LUMA_WEIGHTS), -0.5)
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+# Images above this many pixels are refused unless the caller allows more: far below Pillow's decompression-bomb
+# limit (179 million), and above any camera photo (a 24-megapixel one is 6000 x 4000).
+DEFAULT_MAX_PIXELS = 40_000_000
 
 
 class ImageDecodeError(ValueError):
@@ -40,6 +44,18 @@ class DecodedImage:
     @property
     def shape(self) -> tuple[int, int]:
         return self.grey.shape
+
+    def to_uint8(self, channels: int) -> np.ndarray:
+        """The pixels on the 8-bit scale, (H, W) for ``channels=1`` (the grey plane) or (H, W, 3): what a model
+        sees, so that it and the cues read the same values (16-bit images are scaled, never clipped)."""
+        if channels == 1:
+            planes = self.grey
+        else:
+            planes = self.rgb if self.rgb is not None else np.broadcast_to(self.grey, (3, *self.shape))
+            planes = np.moveaxis(planes, 0, -1)
+        if self.max_value == 255:
+            return np.ascontiguousarray(planes, dtype=np.uint8)
+        return np.round(planes.astype(np.float32) * (255.0 / self.max_value)).astype(np.uint8)
 
 
 def _luma_image(rgb_image: Image.Image) -> np.ndarray:
@@ -71,14 +87,39 @@ def _decode_planes(image: Image.Image) -> DecodedImage:
     return DecodedImage(_luma_image(rgb_image), planes, 255)
 
 
-def decode_image(path: str | Path) -> DecodedImage:
+def _reduced(image: Image.Image, max_pixels: int) -> Image.Image:
+    """``image`` shrunk by an integer factor (box filter) to at most ``max_pixels``; JPEGs are decoded at a reduced
+    scale directly (``draft``), so the full-size pixels never exist in memory."""
+    width, height = image.size
+    factor = math.ceil(math.sqrt(width * height / max_pixels))
+    if image.format == "JPEG":
+        image.draft(image.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+    if image.mode in _SIXTEEN_BIT_MODES:
+        image = image.convert("I")  # Pillow reduces 32-bit integer images, not 16-bit ones
+    factor = math.ceil(math.sqrt(image.size[0] * image.size[1] / max_pixels))
+    return image.reduce(factor) if factor > 1 else image
+
+
+def decode_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 reduce_above: int | None = None) -> DecodedImage:
     """Read one image file (first frame of an animation) into integer grey and RGB planes.
 
-    Raises :class:`ImageDecodeError` naming the file when it is missing, not an image, or has no defined scale.
+    ``max_pixels``: a larger image is refused from its header, before any pixel is decoded (a decompression bomb
+    costs nothing). ``reduce_above``: a larger image is shrunk by an integer factor (box filter) to at most that
+    many pixels, so that memory stays bounded whatever the file.
+
+    Raises :class:`ImageDecodeError` naming the file when it is missing, truncated, not an image, too large, or
+    has no defined scale.
     """
     try:
         with Image.open(path) as image:
             image.seek(0)
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ValueError(f"{width} x {height} = {width * height:,} pixels, more than the {max_pixels:,} "
+                                 f"allowed (max_pixels): downscale it, or raise max_pixels if it is meant")
+            if reduce_above is not None and width * height > reduce_above:
+                image = _reduced(image, reduce_above)
             return _decode_planes(image)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ImageDecodeError(f"Cannot read image {str(path)!r}: {error}") from error

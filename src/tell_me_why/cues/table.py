@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._utils.files import PATH_COLUMN
-from .decoding import DecodedImage, ImageDecodeError, decode_image
+from .decoding import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError, decode_image
 from .definitions import BUILTIN_CUES, ORIGINAL_SCORE_NAMES, CueFunction, ImageBatch, PixelCue
 
 __all__ = [
@@ -39,6 +39,9 @@ __all__ = [
 ErrorPolicy = Literal["raise", "nan", "skip", "previous"]
 _POLICIES = ("raise", "nan", "skip")
 _WARN_LIST_LIMIT = 10
+# Cues of larger images are computed on a copy shrunk by an integer factor: memory stays bounded (a few hundred
+# MB per image in flight) and the cues, averages over the image, barely change.
+CUE_MAX_PIXELS = 2048 * 2048
 
 _REGISTRY: dict[str, PixelCue] = {cue.name: cue for cue in BUILTIN_CUES}
 _BUILTIN_NAMES = frozenset(_REGISTRY)
@@ -132,14 +135,16 @@ def _score_group(cues: list[PixelCue], images: list[DecodedImage], paths: list[s
     return out
 
 
-def _score_chunk(cues: list[PixelCue], paths: list[str]) -> tuple[np.ndarray, list[tuple[int, ImageDecodeError]]]:
+def _score_chunk(
+    cues: list[PixelCue], paths: list[str], max_pixels: int | None
+) -> tuple[np.ndarray, list[tuple[int, ImageDecodeError]]]:
     """Decode and score a chunk of paths (run in a worker thread): scores (n, k) and the unreadable offsets."""
     scores = np.full((len(paths), len(cues)), np.nan)
     errors: list[tuple[int, ImageDecodeError]] = []
     groups: dict[tuple[tuple[int, int], int], list[tuple[int, DecodedImage]]] = {}
     for offset, path in enumerate(paths):
         try:
-            image = decode_image(path)
+            image = decode_image(path, max_pixels=max_pixels, reduce_above=CUE_MAX_PIXELS)
         except ImageDecodeError as error:
             errors.append((offset, error))
             continue
@@ -151,7 +156,8 @@ def _score_chunk(cues: list[PixelCue], paths: list[str]) -> tuple[np.ndarray, li
 
 
 def _scored_chunks(
-    cues: list[PixelCue], paths: list[str], chunk_size: int, pool: ThreadPoolExecutor, in_flight: int
+    cues: list[PixelCue], paths: list[str], chunk_size: int, pool: ThreadPoolExecutor, in_flight: int,
+    max_pixels: int | None,
 ) -> Iterator[tuple[int, np.ndarray, list[tuple[int, ImageDecodeError]]]]:
     """Yield ``(start, scores, errors)`` per chunk in input order, keeping at most ``in_flight`` chunks alive."""
     starts = iter(range(0, len(paths), chunk_size))
@@ -160,7 +166,7 @@ def _scored_chunks(
     def submit_next() -> None:
         start = next(starts, None)
         if start is not None:
-            pending.append((start, pool.submit(_score_chunk, cues, paths[start : start + chunk_size])))
+            pending.append((start, pool.submit(_score_chunk, cues, paths[start : start + chunk_size], max_pixels)))
 
     for _ in range(in_flight):
         submit_next()
@@ -183,6 +189,7 @@ def compute_feature_score_table(
     batch_size: int = 16,
     num_workers: int | None = None,
     progress: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> pd.DataFrame:
     """Score every image: a DataFrame with ``Source_File_Path`` then one float column per score, in input order.
 
@@ -204,6 +211,10 @@ def compute_feature_score_table(
         decode and score in parallel.
     progress
         Show a progress bar.
+    max_pixels
+        Larger images are unreadable (handled by ``on_error``), refused from their header before any pixel is
+        decoded. Images above 4.2 million pixels (2048 x 2048) are scored on a copy shrunk by an integer factor
+        (box filter), so memory stays bounded whatever the files.
     """
     cues = _resolve_score_names(score_names)
     policy = _resolve_policy(on_error)
@@ -220,7 +231,7 @@ def compute_feature_score_table(
     with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
         total=len(paths), desc="Pixel cues", unit="img", disable=not progress
     ) as bar:
-        for start, chunk_scores, errors in _scored_chunks(cues, paths, batch_size, pool, in_flight=2 * workers):
+        for start, chunk_scores, errors in _scored_chunks(cues, paths, batch_size, pool, 2 * workers, max_pixels):
             if errors and policy == "raise":
                 raise errors[0][1]
             scores[start : start + len(chunk_scores)] = chunk_scores

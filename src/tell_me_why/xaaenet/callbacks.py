@@ -117,6 +117,12 @@ class UnfreezeFcCritAdaptative(Callback):
     def before_fit(self):
         self.modes, self.critic_history = [], []
 
+    def resume_state(self) -> tuple[dict, dict]:
+        return {"modes": list(self.modes), "critic_history": list(self.critic_history)}, {}
+
+    def load_resume_state(self, state: dict, tensors: dict) -> None:
+        self.modes, self.critic_history = list(state["modes"]), list(state["critic_history"])
+
     def _set_mode(self, generator: bool) -> None:
         model = self.learn.model
         model.gen_train = generator
@@ -233,6 +239,12 @@ class BatchGradientAccumulation(Callback):
         for parameter in self.learn.model.parameters():
             parameter.grad = None
 
+    def resume_state(self) -> tuple[dict, dict]:
+        return {"count": self.count}, {}  # the pending gradients are saved with the parameters
+
+    def load_resume_state(self, state: dict, tensors: dict) -> None:
+        self.count = state["count"]
+
     def after_loss(self):
         self.learn.loss_grad = self.learn.loss_grad / self.n_batches
 
@@ -259,6 +271,12 @@ class BestWeightsCheckpoint(Callback):
             raise ValueError(f"Cannot monitor {self.monitor!r}: the values logged in this phase are {names}.")
         self.index = names.index(self.monitor)
         self.best, self.best_epoch = None, None
+
+    def resume_state(self) -> tuple[dict, dict]:
+        return {"best": self.best, "best_epoch": self.best_epoch}, {}
+
+    def load_resume_state(self, state: dict, tensors: dict) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
 
     def after_epoch(self):
         value = float(self.recorder.values[-1][self.index])
@@ -289,6 +307,19 @@ class LatentCriticStep(Callback):
 
     def before_fit(self):
         self.optimizer = torch.optim.Adam(self.learn.model.critic.parameters(), lr=self.lr, betas=(0.5, 0.999))
+
+    def resume_state(self) -> tuple[dict, dict]:
+        saved = self.optimizer.state_dict()
+        tensors = {f"{index}/{key}": value for index, state in saved["state"].items()
+                   for key, value in state.items()}
+        return {"param_groups": saved["param_groups"]}, tensors
+
+    def load_resume_state(self, state: dict, tensors: dict) -> None:
+        per_parameter: dict[int, dict] = {}
+        for name, value in tensors.items():
+            index, key = name.split("/", 1)
+            per_parameter.setdefault(int(index), {})[key] = value
+        self.optimizer.load_state_dict({"state": per_parameter, "param_groups": state["param_groups"]})
 
     def after_batch(self):
         if not self.training:

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from fastai.data.core import DataLoaders, TfmdDL
 
+from .._utils.classifier import eval_mode
 from .._utils.files import PATH_COLUMN, write_parquet
 
 __all__ = [
@@ -50,19 +51,14 @@ def split_dataloader(dls: DataLoaders, split: str) -> TfmdDL:
 
 @torch.no_grad()
 def extract_latents(model: torch.nn.Module, dl: TfmdDL) -> LatentSplit:
-    """Run ``model`` in eval mode over ``dl`` (decoder off) and stack ``z`` and targets in item order."""
-    was_training, was_decoding = model.training, getattr(model, "decode", True)
-    model.eval()
-    model.decode = False
+    """Run ``model`` in eval mode over ``dl`` and stack ``z`` and targets in item order (every module's mode is
+    restored afterwards)."""
     z_parts, y_parts = [], []
-    try:
+    with eval_mode(model):
         for xb, yb in dl:
             model(xb)
             z_parts.append(model.z.detach().float().cpu())
             y_parts.append(yb.detach().cpu().view(-1))
-    finally:
-        model.train(was_training)
-        model.decode = was_decoding
     items = list(getattr(dl, "items", range(sum(len(p) for p in z_parts))))
     z = torch.cat(z_parts).numpy() if z_parts else np.zeros((0, getattr(model, "encoding_dims", 0)), np.float32)
     targets = torch.cat(y_parts).numpy().astype(np.int64) if y_parts else np.zeros(0, np.int64)

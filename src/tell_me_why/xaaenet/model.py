@@ -28,8 +28,11 @@ class EncoderWithAAEBlocks(nn.Module):
     class from ``z`` (``classifier``, the ``linear`` argument or a linear layer), push ``z`` toward N(0, I)
     (``critic``) and reconstruct the input from ``z`` (``decoder``).
 
-    After a forward pass the model holds ``z``, ``decoder_output``, ``input_image``, ``gan_fake`` and ``gan_real``
-    for the batch. Inputs are images in [0, 1].
+    ``forward`` runs the encoder and the classifier only, and keeps ``z`` and ``input_image`` of the batch. The
+    decoder and the critic run when their outputs are first asked for (``decoder_output``, ``critic_fake_logits``,
+    ``critic_real_logits``, ``gan_fake``, ``gan_real``, and the losses that use them): training asks for what
+    each phase needs, and explaining or predicting costs the encoder and the classifier alone (no prior samples
+    drawn). Inputs are images in [0, 1].
 
     Parameters
     ----------
@@ -67,8 +70,6 @@ class EncoderWithAAEBlocks(nn.Module):
         self.gen_train = gen_train
         self.skip_dropout = skip_dropout
         self.freeze_encoder = freeze_encoder
-        # Off while only the latent GAN trains: the decoder output is not used then.
-        self.decode = True
 
         self.input_transform = input_transform if input_transform is not None else nn.Identity()
         self.encoder = encoder
@@ -81,6 +82,9 @@ class EncoderWithAAEBlocks(nn.Module):
         self.linear = linear if linear is not None else nn.Linear(encoding_dims, classes)
         self.critic = LatentCritic(encoding_dims)
         self._skip_taps = SkipTaps(encoder, list(probe.skip_sources)) if self.decoder.use_skips else None
+        self._skips: list[Tensor] | None = None
+        self._decoded: Tensor | None = None
+        self._critic_logits: tuple[Tensor, Tensor] | None = None
         if freeze_encoder:
             set_module_trainable(encoder, False)
 
@@ -129,12 +133,38 @@ class EncoderWithAAEBlocks(nn.Module):
         x = x.as_subclass(Tensor) if type(x) is not Tensor else x
         self.input_image = x
         self.z = self.encode(x)
-        skips = self._skip_taps.pop() if self._skip_taps is not None else None
-        logits = self.linear(self.z)
-        self.critic_fake_logits = self.critic(self.z)
-        self.critic_real_logits = self.critic(torch.randn_like(self.z))
-        self.decoder_output = self.decoder(self.z, skips) if self.decode else None
-        return logits
+        # Kept for the decoder, which (like the critic) runs only when its output is asked for.
+        self._skips = self._skip_taps.pop() if self._skip_taps is not None else None
+        self._decoded = self._critic_logits = None
+        return self.linear(self.z)
+
+    def _last_z(self) -> Tensor:
+        if getattr(self, "z", None) is None:
+            raise RuntimeError("Run the model on a batch first: the decoder and the critic read its z.")
+        return self.z
+
+    @property
+    def decoder_output(self) -> Tensor:
+        """The reconstruction of the last batch from its ``z`` (the decoder runs on first access)."""
+        if self._decoded is None:
+            self._decoded = self.decoder(self._last_z(), self._skips)
+        return self._decoded
+
+    def _critic_outputs(self) -> tuple[Tensor, Tensor]:
+        if self._critic_logits is None:
+            z = self._last_z()
+            self._critic_logits = (self.critic(z), self.critic(torch.randn_like(z)))
+        return self._critic_logits
+
+    @property
+    def critic_fake_logits(self) -> Tensor:
+        """Critic logits for the last batch's ``z`` (the critic runs on first access)."""
+        return self._critic_outputs()[0]
+
+    @property
+    def critic_real_logits(self) -> Tensor:
+        """Critic logits for as many samples of the prior N(0, I), drawn on first access."""
+        return self._critic_outputs()[1]
 
     @property
     def gan_fake(self) -> Tensor:
@@ -156,8 +186,6 @@ class EncoderWithAAEBlocks(nn.Module):
         return self.adv_loss
 
     def _reconstruction_term(self, target: Tensor) -> Tensor:
-        if self.decoder_output is None:
-            raise RuntimeError("The decoder was switched off (model.decode = False); no reconstruction to score.")
         self.recons_loss = reconstruction_loss(self.decoder_output, target)
         return self.recons_loss
 

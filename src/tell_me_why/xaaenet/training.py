@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from fastai.callback.core import Callback
+from fastai.callback.progress import ProgressCallback
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
@@ -33,6 +34,7 @@ from .callbacks import (
 from .figures import save_latent_pls_figure, save_latent_tsne_figure
 from .latents import extract_latents, latent_table, split_dataloader, write_latent_table
 from .model import EncoderWithAAEBlocks, ExplainableModel
+from .resume import EpochCheckpoint, ResumeAt, random_states, read_epoch_checkpoint, restore_random_states
 
 __all__ = ["train_xaaenet", "TrainSettings", "STATE_FILE", "CLASSIFIER_MONITORS"]
 
@@ -73,7 +75,7 @@ class TrainSettings(Settings):
     tsne_max_points: int = 5000
     tsne_perplexity: float = 30
     save_pls: bool = True
-    pls_target_class: str | None = None
+    pls_target_class: str | int | None = None  # a class of dls.vocab (compared as text)
     pls_max_points: int = 10000
     extract_latent: bool = True
     latent_path: str | Path | None = None
@@ -149,18 +151,19 @@ class _Phase:
     fname: str
     epochs: int
     learner: Learner
-    fit: Callable[[list[Callback]], None]
+    fit: Callable[[int, list[Callback]], None]  # (epochs to run, callbacks)
     monitor: str
     lower_is_better: bool
     patience: int
     callbacks: list[Callback] = field(default_factory=list)
+    extra_summary: Callable[[], dict] | None = None
 
 
 def _lower_is_better(monitor: str) -> bool:
     return "loss" in monitor or "error" in monitor or "gap" in monitor
 
 
-def _check_inputs(model, dls: DataLoaders, pls_target_class: str | None) -> None:
+def _check_inputs(model, dls: DataLoaders, pls_target_class: str | int | None) -> None:
     if not isinstance(model, EncoderWithAAEBlocks):
         raise TypeError(
             f"model must be an AAE or EncoderWithAAEBlocks (see add_xaae_blocks), got {type(model).__name__}."
@@ -202,12 +205,32 @@ def _phase_summary(phase: _Phase, learner: Learner, seconds: float, best: BestWe
     return summary
 
 
+def _continue_from(phase: _Phase, progress: Path, model) -> ResumeAt | None:
+    """The callback that continues ``phase`` after its last saved epoch, with the model's weights of that epoch
+    loaded; ``None`` when there is nothing to continue."""
+    if not progress.is_file():
+        return None
+    saved, tensors = read_epoch_checkpoint(progress)
+    if saved["phase"] != phase.key or saved["epoch"] + 1 >= phase.epochs:
+        return None
+    weights = {key.removeprefix("model/"): value for key, value in tensors.items() if key.startswith("model/")}
+    model.load_state_dict(weights, strict=True)
+    logger.info("Phase %d/3 %s: continuing after epoch %d of an interrupted run", phase.number, phase.key,
+                saved["epoch"])
+    return ResumeAt(saved, tensors, phase.epochs)
+
+
 def _run_phase(phase: _Phase, models_dir: Path, state: dict, resume: bool, shared_cbs: list[Callback]) -> dict:
     model = phase.learner.model
+    loaders = phase.learner.dls.loaders
     checkpoint = models_dir / f"{phase.fname}.safetensors"
+    progress = models_dir / f"{phase.fname}.resume.safetensors"
     done = state["phases"].get(phase.key)
     if resume and done is not None and checkpoint.is_file():
+        progress.unlink(missing_ok=True)  # left when a stop fell between the phase's end and this clean-up
         load_weights(model, checkpoint)
+        if phase.key in state.get("random_states", {}):  # later phases then draw what they drew the first time
+            restore_random_states(state["random_states"][phase.key], loaders)
         logger.info("Phase %d/3 %s: finished in an earlier run, weights loaded from %s", phase.number, phase.key,
                     checkpoint)
         return {**done, "resumed": True}
@@ -217,15 +240,53 @@ def _run_phase(phase: _Phase, models_dir: Path, state: dict, resume: bool, share
         comp = np.less if phase.lower_is_better else np.greater
         best = BestWeightsCheckpoint(checkpoint, phase.monitor, phase.lower_is_better, {"phase": phase.key})
         early = EarlyStoppingCallback(monitor=phase.monitor, comp=comp, min_delta=1e-4, patience=phase.patience)
-        phase.fit([best, early, *phase.callbacks, *shared_cbs])
+        callbacks = [best, early, *phase.callbacks, *shared_cbs, EpochCheckpoint(progress, phase.key, phase.epochs)]
+        continuation = _continue_from(phase, progress, model) if resume else None
+        if continuation is None:
+            phase.fit(phase.epochs, callbacks)
+        else:
+            # fastai's progress bar cannot start at a later epoch: the epochs' rows go to the log instead.
+            bars = [cb for cb in phase.learner.cbs if isinstance(cb, ProgressCallback)]
+            recorder = phase.learner.recorder
+            phase.learner.logger = lambda row: logger.info("Phase %d/3 %s: %s", phase.number, phase.key, ", ".join(
+                f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+                for name, value in zip(recorder.metric_names, row)))
+            try:
+                with phase.learner.removed_cbs(bars):
+                    phase.fit(phase.epochs - continuation.offset, [*callbacks, continuation])
+            finally:
+                phase.learner.logger = print
         load_weights(model, checkpoint)
     else:
         save_weights(model, checkpoint, {"phase": phase.key, "epoch": "none"})
     summary = _phase_summary(phase, phase.learner, time.perf_counter() - start, best)
     summary["checkpoint"] = str(checkpoint)
+    if phase.extra_summary is not None:
+        summary.update(phase.extra_summary())
     state["phases"][phase.key] = summary
+    state.setdefault("random_states", {})[phase.key] = random_states(loaders)
     write_json(models_dir / STATE_FILE, state)
+    progress.unlink(missing_ok=True)
     return summary
+
+
+# Settings that only say where figures and tables go or how they look: a resumed run may change them.
+_PRESENTATION = {"resume", "show_latent_figures", "save_tsne", "save_pls", "tsne_max_points", "tsne_perplexity",
+                 "pls_max_points", "pls_target_class", "extract_latent", "latent_path", "models_dir"}
+
+
+def _training_defining(settings: TrainSettings) -> dict:
+    return {key: value for key, value in settings.as_dict().items() if key not in _PRESENTATION}
+
+
+def _check_same_training(saved: dict | None, settings: TrainSettings) -> None:
+    """Resuming continues the same training: a setting that shapes it must not have changed."""
+    if saved is None:
+        return
+    changed = sorted(key for key, value in _training_defining(settings).items() if saved.get(key) != value)
+    if changed:
+        raise ValueError(f"resume=True continues the training in this models_dir, which ran with other settings "
+                         f"(differing: {changed}); use the same settings, another models_dir, or resume=False.")
 
 
 # train_xaaenet's keyword defaults are TrainSettings' defaults: one place for each.
@@ -265,7 +326,7 @@ def train_xaaenet(
     tsne_max_points: int = _DEFAULT.tsne_max_points,
     tsne_perplexity: float = _DEFAULT.tsne_perplexity,
     save_pls: bool = _DEFAULT.save_pls,
-    pls_target_class: str | None = _DEFAULT.pls_target_class,
+    pls_target_class: str | int | None = _DEFAULT.pls_target_class,
     pls_max_points: int = _DEFAULT.pls_max_points,
     extract_latent: bool = _DEFAULT.extract_latent,
     latent_path: str | Path | None = _DEFAULT.latent_path,
@@ -353,7 +414,14 @@ def train_xaaenet(
     state = {"phases": {}}
     if settings.resume and state_path.is_file():
         state = json.loads(state_path.read_text())
+        _check_same_training(state.get("settings"), settings)
+    state["settings"] = _training_defining(settings)
+    if settings.resume:
+        for orphan in models_dir.glob(".*.tmp"):  # left by a process killed while writing a file
+            logger.info("Removing %s, a partial file of an interrupted run", orphan)
+            orphan.unlink(missing_ok=True)
     vocab = [str(v) for v in dls.vocab]
+    target_class = None if settings.pls_target_class is None else str(settings.pls_target_class)
     lr = slice(settings.lr_max / settings.lr_max_factor, settings.lr_max)
     shared_cbs = ([BatchGradientAccumulation(settings.grad_accum)] if settings.grad_accum > 1 else []) + list(cbs)
 
@@ -372,30 +440,27 @@ def train_xaaenet(
             save_latent_tsne_figure(
                 z, models_dir / f"tsne_{fname}.png", phase=phase_key, encoding_dims=encoding_dims,
                 max_points=settings.tsne_max_points, perplexity=settings.tsne_perplexity,
-                show=settings.show_latent_figures, targets=y, class_names=vocab, target_class=settings.pls_target_class,
+                show=settings.show_latent_figures, targets=y, class_names=vocab, target_class=target_class,
             )
         if phase_key == "classifier" and settings.save_pls:
             z, y = _validation_latents(model, dls)
             save_latent_pls_figure(
-                z, y, models_dir / f"pls_{fname}.png", class_names=vocab, target_class=settings.pls_target_class,
+                z, y, models_dir / f"pls_{fname}.png", class_names=vocab, target_class=target_class,
                 phase=phase_key, encoding_dims=encoding_dims, max_points=settings.pls_max_points,
                 show=settings.show_latent_figures,
             )
 
     history = []
-    # Phase 1: latent GAN only. The decoder output is unused, so it is not computed.
-    model.decode = False
+    # Phase 1: latent GAN only (its loss never asks for the decoder's output, so the decoder does not run).
     switch = UnfreezeFcCritAdaptative(low_threshold=settings.adv_low_threshold,
                                       high_threshold=settings.adv_high_threshold)
     learn = learner(_AdversarialLoss(model),
                     [LossAttrMetric("gen_loss"), LossAttrMetric("crit_loss"), PriorGapMetric()])
     phase = _Phase(1, "adversarial", settings.adv_fname, settings.epochs_adv, learn,
-                   lambda c: learn.fit(settings.epochs_adv, lr=lr, cbs=c), "prior_gap", True, settings.patience,
-                   [switch])
+                   lambda epochs, c: learn.fit(epochs, lr=lr, cbs=c), "prior_gap", True, settings.patience,
+                   [switch], lambda: {"modes": list(switch.modes)})  # generator/critic mode of each epoch
     history.append(_run_phase(phase, models_dir, state, settings.resume, shared_cbs))
-    if not history[-1].get("resumed"):
-        history[-1]["modes"] = list(switch.modes)  # generator/critic mode of each epoch
-    model.decode, model.gen_train = True, True
+    model.gen_train = True
     figure_after("adversarial", settings.adv_fname)
 
     # Phase 2: denoising autoencoder. The critic is out of the main optimizer from here on (its own step only).
@@ -408,7 +473,7 @@ def train_xaaenet(
         [corruption],
     )
     phase = _Phase(2, "autoencoder", settings.ae_fname, settings.epochs_ae, learn,
-                   lambda c: learn.fit_one_cycle(settings.epochs_ae, lr_max=lr, cbs=c), "recons_loss", True,
+                   lambda epochs, c: learn.fit_one_cycle(epochs, lr_max=lr, cbs=c), "recons_loss", True,
                    settings.patience,
                    [LatentCriticStep(settings.lr_max)] if settings.critic_in_later_phases else [])
     history.append(_run_phase(phase, models_dir, state, settings.resume, shared_cbs))
@@ -422,7 +487,7 @@ def train_xaaenet(
         [LossAttrMetric("classif_loss"), accuracy, LossAttrMetric("recons_loss"), LossAttrMetric("gen_loss")],
     )
     phase = _Phase(3, "classifier", settings.classif_fname, settings.epochs_classif, learn,
-                   lambda c: learn.fit(settings.epochs_classif, lr=lr, cbs=c), settings.classif_monitor,
+                   lambda epochs, c: learn.fit(epochs, lr=lr, cbs=c), settings.classif_monitor,
                    _lower_is_better(settings.classif_monitor), settings.patience,
                    [LatentCriticStep(settings.lr_max)] if settings.critic_in_later_phases else [])
     history.append(_run_phase(phase, models_dir, state, settings.resume, shared_cbs))
