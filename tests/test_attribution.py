@@ -70,10 +70,10 @@ def test_integrated_gradients_match_captum_with_the_same_nodes(resnet, images, m
 
 def test_gradcam_raw_map_matches_captum(resnet, images):
     captum = pytest.importorskip("captum.attr")
-    assert default_cam_layer(resnet, images) is resnet.layer4
+    assert default_cam_layer(resnet, images) is resnet.layer2  # 8 x 8 at 64 px (layer4 would be 2 x 2)
     for relu in (False, True):
         ours = GradCAM(resnet).attribute(images, target=2, relu=relu)
-        theirs = captum.LayerGradCam(resnet, resnet.layer4).attribute(images, target=2, relu_attributions=relu)
+        theirs = captum.LayerGradCam(resnet, resnet.layer2).attribute(images, target=2, relu_attributions=relu)
         assert (ours - theirs).abs().max().item() < 1e-6
 
 
@@ -403,6 +403,33 @@ def test_activation_maximisation_draws_what_the_class_needs_and_deepdream_amplif
         assert (p.grad is None and grads[name] is None) or torch.equal(p.grad, grads[name])
 
 
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "efficientnet_b0"])
+@pytest.mark.parametrize("size", [32, 48, 64])
+def test_the_default_cam_layer_is_the_deepest_with_a_map_of_at_least_7x7(arch, size):
+    model = torchvision.models.get_model(arch, weights=None, num_classes=2).eval()
+    x = torch.rand(1, 3, size, size)
+    layer = default_cam_layer(model, x)
+    sizes = []
+    handle = layer.register_forward_hook(lambda module, args, output: sizes.append(tuple(output.shape[-2:])))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    assert min(sizes[-1]) >= 7, (arch, size, sizes)
+    assert GradCAM(model).attribute(x, target=0).shape[-2:] == sizes[-1]
+    deeper = dict(model.named_modules())["layer4" if arch.startswith("resnet") else "features.8"]
+    assert layer is not deeper  # the last stage's 1-2 px map is not used at these sizes
+
+
+def test_without_a_7x7_map_the_largest_map_is_used_and_the_reason_given():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1),
+                          nn.Flatten(), nn.LazyLinear(2))
+    x = torch.rand(2, 1, 12, 12)
+    model(x)
+    with pytest.warns(UserWarning, match=r"No layer of this model has a map of at least 7 x 7 at 12 x 12 px: "
+                                         r"Grad-CAM uses 1, whose 6 x 6 map"):
+        assert default_cam_layer(model, x) is model[1]  # the deepest of the largest maps
+
+
 def test_gradcam_on_xaaenet_uses_the_encoder_not_the_decoder(small_model):
     """xAAEnet's decoder runs after its encoder but does not feed the logits: the default CAM layer must be the
     encoder's last feature map (the decoder's maps are larger), and IG's attributions must add up to the change
@@ -410,10 +437,10 @@ def test_gradcam_on_xaaenet_uses_the_encoder_not_the_decoder(small_model):
     model = small_model().eval()
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(100))
     layer = default_cam_layer(model, x)
-    assert layer in set(model.encoder.modules())
+    assert layer is model.encoder[5]  # resnet18's layer2: the deepest map of at least 7 x 7 at 64 px
     cam = GradCAM(model).attribute(x, target=1, relu=False)
-    torch.testing.assert_close(cam, GradCAM(model, layer=model.encoder[-1]).attribute(x, target=1, relu=False))
-    assert cam.shape == (2, 1, *model.encoder_feature_shape[1:]) == (2, 1, 2, 2)  # resnet18 at 64 px: stride 32
+    torch.testing.assert_close(cam, GradCAM(model, layer=model.encoder[5]).attribute(x, target=1, relu=False))
+    assert cam.shape == (2, 1, 8, 8)  # stride 8
     assert cam.flatten(1).std(1).min() > 0  # a map with spatial structure, not a constant
     attributions, delta = IntegratedGradients(model).attribute(x, target=1, n_steps=128,
                                                                return_convergence_delta=True)
@@ -465,7 +492,7 @@ def test_timm_models_default_cam_layer_and_vit_attention():
     cnn = timm.create_model("resnet18", pretrained=False, num_classes=2).eval()
     x = torch.rand(2, 3, 64, 64)
     torch.testing.assert_close(GradCAM(cnn).attribute(x, target=1),
-                               GradCAM(cnn, layer=cnn.layer4).attribute(x, target=1))
+                               GradCAM(cnn, layer=cnn.layer2).attribute(x, target=1))
 
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, num_classes=2).eval()
     x = torch.rand(2, 3, 32, 32)

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import TINY, image_folder
 from PIL import Image
 
@@ -135,10 +136,56 @@ def test_trust_table_reads_the_checks_in_plain_words():
 
     metrics = {"deletion_auc": {"Grad-CAM": 0.10, "Integrated Gradients": 0.50},
                "insertion_auc": {"Grad-CAM": 0.90, "Integrated Gradients": 0.52},
-               "randomisation": [{"layer": "head", "spearman": 0.9}, {"layer": "conv", "spearman": 0.1}]}
+               "random_gaps": [0.0] * 19, "p_vs_random": {"Grad-CAM": 0.05, "Integrated Gradients": 0.4},
+               "randomisation": [{"layer": "head", "spearman": 0.9}, {"layer": "conv", "spearman": 0.1}],
+               "notes": {"Grad-CAM": "No layer of this model has a map of at least 7 x 7"}}
     reading = trust_table(metrics)["reading"]
-    assert reading["Grad-CAM"].startswith("its top pixels carry the decision")
+    assert reading["Grad-CAM"].startswith("its top pixels carry the decision: insertion beats deletion by more "
+                                          "than for any of 19 random orderings")
     assert "change with the weights (rank correlation 0.10" in reading["Grad-CAM"]
-    assert reading["Integrated Gradients"].startswith("no sign that it points at what the model uses")
+    assert reading["Grad-CAM"].endswith("No layer of this model has a map of at least 7 x 7")
+    assert reading["Integrated Gradients"].startswith("no better than a random ordering of the pixels")
     metrics["randomisation"][-1]["spearman"] = 0.8
     assert "barely change with random weights (rank correlation 0.80)" in trust_table(metrics)["reading"]["Grad-CAM"]
+    metrics["randomisation"][-1]["spearman"] = float("nan")  # a blank map has no rank correlation
+    assert "its maps are blank" in trust_table(metrics)["reading"]["Grad-CAM"]
+
+
+def test_maps_are_read_against_random_orderings_of_the_pixels(planted_cnn):
+    """A map that finds the planted square beats every random ordering; a random map does not; a blank map fails
+    the randomisation check instead of passing as "changed"."""
+    from tell_me_why.attribution import GradCAM, IntegratedGradients
+    from tell_me_why.metrics import against_chance, deletion_insertion, model_randomisation, random_ordering_gaps
+
+    model, test, positives = planted_cnn
+    images = test.images[positives[:6]]
+    random_gaps = random_ordering_gaps(model, images, target=1, steps=20)
+    assert len(random_gaps) == 19 and abs(random_gaps.mean()) < 0.1  # random orderings: no gap on average
+    readings = {}
+    for name, maps in {"Grad-CAM": GradCAM(model).attribute(images, target=1, upsampled=True),
+                       "IG": IntegratedGradients(model).attribute(images, target=1, n_steps=16).abs(),
+                       "random": torch.rand(images.shape, generator=torch.Generator().manual_seed(5))}.items():
+        curves = deletion_insertion(model, images, maps, target=1, steps=20)
+        readings[name] = against_chance(curves, random_gaps)
+    assert readings["Grad-CAM"].better_than_chance() and readings["IG"].better_than_chance()
+    assert readings["Grad-CAM"].p_value == readings["IG"].p_value == 0.05  # better than all 19
+    assert not readings["random"].better_than_chance()  # p = 0.15 for this draw: inside the random spread
+    steps = model_randomisation(model, lambda m, x, t: torch.zeros(len(x), *x.shape[-2:]), images[:2])
+    assert steps and all(np.isnan(step.spearman) for step in steps)
+
+
+@pytest.mark.slow
+def test_predictions_keep_the_true_class_when_it_is_known(finished_run, tmp_path):
+    data, out = finished_run
+    saved = tmp_path / "explained"
+    assert main(["explain", "--out", str(out), "--images", str(data / "dark"), "--methods", "saliency",
+                 "--save", str(saved)]) == 0
+    table = pd.read_csv(saved / "predictions.csv")
+    assert list(table.columns[:3]) == ["path", "true", "predicted"] and set(table["true"]) == {"dark"}
+    unknown = tmp_path / "unlabelled"
+    unknown.mkdir()
+    for path in list((data / "light").glob("*.png"))[:2]:
+        (unknown / path.name).write_bytes(path.read_bytes())
+    assert main(["explain", "--out", str(out), "--images", str(unknown), "--methods", "saliency",
+                 "--save", str(tmp_path / "other")]) == 0
+    assert "true" not in pd.read_csv(tmp_path / "other" / "predictions.csv").columns  # nothing says their class

@@ -296,9 +296,14 @@ def test_user_scores_run_on_the_decoded_batch(rgb_images):
         calls.append(len(batch))
         return (batch.rgb[:, 1] > batch.rgb[:, 0]).float().mean(dim=(1, 2))
 
-    register_feature_score("green_fraction", green_fraction, category="color")
+    register_feature_score("green_fraction", green_fraction, category="color", label="green share")
     try:
         assert "green_fraction" in available_feature_scores()["color"]
+        from tell_me_why.cues import describe_feature_scores
+
+        described = describe_feature_scores(["green_fraction", "jaw_texture", "not_a_cue"])
+        assert described["label"].tolist() == ["green share", "lower-band texture (jaw_texture)", "not_a_cue"]
+        assert described["category"].tolist() == ["color", "spatial", ""]
         paths, arrays = rgb_images
         table = compute_feature_score_table(paths, score_names=["green_fraction"], batch_size=8, progress=False)
         expected = [(a[..., 1] > a[..., 0]).mean() for a in arrays]

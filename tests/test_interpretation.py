@@ -191,3 +191,23 @@ def test_a_latent_space_organised_by_class_is_reliable_and_its_cue_significant(f
     assert result["axis"]["reliable"]
     assert result["stats"].loc["cue", "significant"] and result["stats"].loc["cue", "r2_signed"] > 0
     assert not result["stats"].loc["unrelated", "significant"]
+
+
+def test_figures_name_cues_by_their_labels_and_the_ranking_can_keep_the_top_bars():
+    """Registered cues appear under their neutral labels; other columns under their names; ``max_bars`` shortens
+    the ranking figure only (the statistics keep every feature)."""
+    z, label, features = _planted_case()
+    features = features.rename(columns={"unrelated_0": "jaw_texture"})
+    result = run_pls_feature_figures(z, label, features, max_bars=3, **FAST)
+    ticks = [tick.get_text() for tick in result["importance_fig"].axes[0].get_yticklabels()]
+    assert len(ticks) == 3 and ticks[0] == "X" and len(result["stats"]) == 6
+    full = run_pls_feature_figures(z, label, features, **FAST)
+    ticks = [tick.get_text() for tick in full["importance_fig"].axes[0].get_yticklabels()]
+    assert "lower-band texture (jaw_texture)" in ticks and "jaw_texture" not in ticks
+    titles = [ax.get_title() for ax in full["alignment_fig"].axes if ax.get_visible()]
+    assert "lower-band texture (jaw_texture)" in titles
+    renamed = run_pls_feature_figures(z, label, features, feature_labels={"X": "the planted cue"}, **FAST)
+    assert "the planted cue" in [t.get_text() for t in renamed["importance_fig"].axes[0].get_yticklabels()]
+    with pytest.raises(ValueError, match="max_bars"):
+        run_pls_feature_figures(z, label, features, max_bars=0, **FAST)
+    plt.close("all")

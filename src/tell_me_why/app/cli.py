@@ -21,6 +21,7 @@ EXAMPLES = {
   tmw run labels.csv --class-a cat     # a CSV with columns path,label
   tmw run pets/ --data-format rule --label-rule pets
   tmw run photos/ --config tmw.toml    # settings from a TOML file (flags override it)
+  tmw run photos/ --cues my_cues:leaf_area,my_cues:stem_width   # pixel cues of your own (module:function)
 Running again with the same --out resumes after the last finished step.""",
     "step": """examples:
   tmw {step} --out runs/cats          # (re)do this step of an existing run (the earlier steps run if missing)""",
@@ -67,7 +68,9 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _explain_images(args: argparse.Namespace) -> Path:
-    from .explain_images import explain_images, image_paths, load_classifier, load_images
+    import pandas as pd
+
+    from .explain_images import explain_images, image_paths, known_labels, load_classifier, load_images
 
     if args.images is None:
         raise ValueError("--model needs --images: the images to explain.")
@@ -88,8 +91,13 @@ def _explain_images(args: argparse.Namespace) -> Path:
         classifier, images = run.model().eval(), run.inputs(paths)
         names = list(run.dataloaders().vocab)
         save = args.save or run.dir / "explanations" / "images"
+    labelled = None
+    if args.model is None:
+        table = pd.read_csv(run.dir / "data.csv")
+        labelled = dict(zip(map(Path, table["path"]), table["label"]))
+    truth = known_labels(paths, names, labelled) if names else None
     result = explain_images(classifier, images, paths, methods=[m.strip() for m in args.methods.split(",")],
-                            target=args.target, class_names=names)
+                            target=args.target, class_names=names, true_labels=truth)
     if args.model is None and args.save is None:
         with run.writing():  # into the run directory: one writer at a time
             result.save(save)

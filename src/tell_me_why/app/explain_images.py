@@ -27,6 +27,7 @@ from ..cues.decoding import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from .data import IMAGE_SUFFIXES
 
 __all__ = [
+    "known_labels",
     "NORMALISATIONS",
     "IMAGE_METHODS",
     "PixelSpaceClassifier",
@@ -141,6 +142,21 @@ def load_classifier(path: str | Path, arch: str | None = None, num_classes: int 
     return model.eval()
 
 
+def known_labels(paths: Sequence[Path], class_names: Sequence[str],
+                 labelled: dict[Path, str] | None = None) -> list[str | None]:
+    """Each image's true class when it is known: from ``labelled`` (a run's own images), else from a parent folder
+    named like a class (``photos/cat/x.jpg``), else ``None``."""
+    labelled = {Path(p).resolve(): label for p, label in (labelled or {}).items()}
+    found = []
+    for path in paths:
+        resolved = Path(path).resolve()
+        label = labelled.get(resolved)
+        if label is None:
+            label = next((parent.name for parent in resolved.parents if parent.name in class_names), None)
+        found.append(label)
+    return found
+
+
 def image_paths(source: str | Path) -> list[Path]:
     """One image file, or every image under a folder (recursively, sorted)."""
     source = Path(source)
@@ -182,15 +198,17 @@ class ImageExplanations:
     targets: torch.Tensor
     class_names: list[str]
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    true_labels: list[str | None] | None = None
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per image: path, predicted class, explained class and each class probability."""
+        """One row per image: path, true class (when known), predicted class, explained class and each class
+        probability."""
         names = self.class_names
-        frame = pd.DataFrame({
-            "path": [str(p) for p in self.paths],
-            "predicted": [names[i] for i in self.probabilities.argmax(1).tolist()],
-            "explained": [names[i] for i in self.targets.tolist()],
-        })
+        frame = pd.DataFrame({"path": [str(p) for p in self.paths]})
+        if self.true_labels is not None and any(label is not None for label in self.true_labels):
+            frame["true"] = self.true_labels
+        frame["predicted"] = [names[i] for i in self.probabilities.argmax(1).tolist()]
+        frame["explained"] = [names[i] for i in self.targets.tolist()]
         for index, name in enumerate(names):
             frame[f"p_{name}"] = self.probabilities[:, index].numpy()
         return frame
@@ -235,10 +253,12 @@ def explain_images(
     batch_size: int = 16,
     causal_iterations: int = 10,
     progress: bool = True,
+    true_labels: Sequence[str | None] | None = None,
 ) -> ImageExplanations:
     """Predict ``images`` (N, C, H, W in the classifier's input space) and explain them with each method.
 
     ``target``: None explains each image's predicted class; an index or a class name explains that class.
+    ``true_labels``: each image's class when it is known (``None`` where not), kept in ``predictions.csv``.
     """
     unknown = [m for m in methods if m not in IMAGE_METHODS]
     if unknown:
@@ -254,7 +274,8 @@ def explain_images(
         raise ValueError(f"{len(names)} class names for a model with {probabilities.shape[1]} classes.")
     index = _target_indices(target, names)
     targets = probabilities.argmax(1) if index is None else torch.full((len(images),), index, dtype=torch.long)
-    result = ImageExplanations([Path(p) for p in paths], images, probabilities, targets, names)
+    result = ImageExplanations([Path(p) for p in paths], images, probabilities, targets, names,
+                               true_labels=list(true_labels) if true_labels is not None else None)
     options = {"causal": {"iterations": causal_iterations}}
     bar = tqdm(total=len(methods) * len(images), desc="Explaining", unit="map", disable=not progress)
     for method in methods:

@@ -10,11 +10,13 @@ import itertools
 import json
 import logging
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,11 +28,16 @@ from .._utils.files import DirectoryLock, atomic_path, load_weights, write_json,
 from .._utils.settings import Settings, SettingsError, check_choice, check_int
 from .data import DEFAULT_MAX_PIXELS, DataSourceError, LabelledImages, from_csv, from_filename_rule, from_folder
 
+if TYPE_CHECKING:
+    from ..cues.definitions import PixelCue
+
 __all__ = ["RunSettings", "Run", "STEPS", "better_than_chance", "chance_warning"]
 
 STEPS = ("data", "train", "features", "interpret", "explain", "report")
 MIN_VALID_PER_CLASS = 2
 MIN_SIZE = 32
+# Deletion and insertion curves of the explain step: the target probability at every 5 % of the pixels.
+CURVE_STEPS = 20
 # The folders of a run directory that a run writes files into.
 RUN_FOLDERS = ("", "models", "interpretation", "explanations", "explanations/images", "report_figures",
                "embedded_data/face", "embedded_data/non_face")
@@ -88,6 +95,7 @@ class RunSettings(Settings):
     causal_iterations: int = 10
     seed: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
+    cues: str | None = None  # your own pixel cues, "module:function[,module:function]"
 
     def __post_init__(self) -> None:
         self.check_types()
@@ -112,6 +120,16 @@ class RunSettings(Settings):
 
         if self.encoder not in available_encoders():
             raise SettingsError(f"Unknown encoder {self.encoder!r}; choose one of {available_encoders()}.")
+        if self.cues is not None:  # import them now: a mistyped module or function fails before any step runs
+            from ..cues.table import load_feature_scores
+
+            try:
+                load_feature_scores(self.cues)
+            except ValueError as error:
+                raise SettingsError(f"cues: {error}") from None
+
+# The ranking figure of a run shows the cues with the largest signed r2 (stats.csv lists every cue).
+RANKING_BARS = 25
 
 
 class Run:
@@ -267,6 +285,12 @@ class Run:
             raise ValueError(f"class_a {self.settings.class_a!r} is not one of the classes {classes}.")
         return self.settings.class_a
 
+    @property
+    def class_b(self) -> str:
+        """The class that is not class A."""
+        classes = json.loads((self.dir / "data.json").read_text())["classes"]
+        return next(c for c in classes if c != self.class_a)
+
     def dataloaders(self):
         if self._dls is None:
             table = pd.read_csv(self.dir / "data.csv")
@@ -352,35 +376,59 @@ class Run:
         path = self.dir / "validation.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def step_features(self) -> None:
-        from ..cues.table import compute_feature_score_table
+    def own_cues(self) -> list[PixelCue]:
+        """The run's own pixel cues (``--cues``), loaded from their modules (never added to the cue registry)."""
+        from ..cues.table import load_feature_scores
 
-        table = compute_feature_score_table(pd.read_csv(self.dir / "data.csv")["path"].tolist(), on_error="nan")
+        return load_feature_scores(self.settings.cues) if self.settings.cues is not None else []
+
+    def step_features(self) -> None:
+        from ..cues.table import available_feature_scores, compute_feature_score_table
+
+        own = self.own_cues()
+        names = [*(name for group in available_feature_scores().values() for name in group), *own] if own else None
+        table = compute_feature_score_table(pd.read_csv(self.dir / "data.csv")["path"].tolist(), score_names=names,
+                                            on_error="nan")
         write_parquet(table, self.dir / "features.parquet")
 
     def step_interpret(self) -> None:
         from ..cues.alignment import run_pls_feature_figures
+        from ..cues.definitions import BUILTIN_CUES
+        from ..cues.table import describe_feature_scores
 
         latents = pd.read_parquet(self.dir / "latents.parquet")
         train, valid = latents[latents["split"] == "train"], latents[latents["split"] == "valid"]
         features = pd.read_parquet(self.dir / "features.parquet")
-        if self.grey:  # the model sees grey levels only, so no colour cue can be why it decides
-            from ..cues.definitions import BUILTIN_CUES
-
-            features = features.drop(columns=[c.name for c in BUILTIN_CUES if c.category == "color"], errors="ignore")
+        notes = []
+        colour = [c.name for c in BUILTIN_CUES if c.category == "color" and c.name in features.columns]
+        # Colour cues are NaN on grey images, so all-NaN columns mean that every readable image is grey; and when
+        # the model sees grey levels only, no colour cue can be why it decides.
+        grey_images = bool(colour) and bool(features[colour].isna().all().all())
+        if colour and (grey_images or self.grey):
+            features = features.drop(columns=colour)
+            notes.append("colour cues left out: " + ("the images are grey" if grey_images
+                                                      else "the model sees grey images (--grey)"))
+            logger.info("interpret: %s", notes[-1])
         class_a = self.class_a
         verdict = self.chance_verdict()
         # An axis of a classifier that has not learnt the task says nothing about the task: never call it reliable.
         chance_level = verdict is not None and not verdict["better_than_chance"]
         result = run_pls_feature_figures(
             valid, (valid["label"] == class_a).to_numpy(float), features, target_label=class_a,
-            positive_label=class_a, negative_label="other class", z_train=train,
+            positive_label=class_a, negative_label=self.class_b, z_train=train,
             target_train=(train["label"] == class_a).to_numpy(float), save_dir=self.dir / "interpretation",
             show=False, random_state=self.settings.seed, axis_alpha=0.0 if chance_level else 0.01,
+            max_bars=RANKING_BARS,
         )
         if chance_level:
             result["axis"]["not_reliable_because"] = chance_warning(verdict)
-        result["stats"].to_csv(self.dir / "interpretation" / "stats.csv")
+        result["axis"]["notes"] = notes
+        stats = result["stats"]
+        # What the report calls each cue, and its category (the run's own cues are "custom").
+        described = describe_feature_scores(stats.index, self.own_cues())
+        stats.insert(0, "label", described["label"])
+        stats.insert(1, "category", described["category"])
+        stats.to_csv(self.dir / "interpretation" / "stats.csv")
         write_json(self.dir / "interpretation" / "axis.json", result["axis"])
 
     def inputs(self, paths: list[Path], with_labels: bool = False):
@@ -407,7 +455,7 @@ class Run:
     def step_explain(self) -> None:
         from ..attribution import GradCAM, IntegratedGradients, default_cam_layer
         from ..causal import CausalExplainer, ResultsStore
-        from ..metrics import deletion_insertion, model_randomisation
+        from ..metrics import against_chance, deletion_insertion, model_randomisation, random_ordering_gaps
         from .report_figures import save_gallery
 
         classifier = self.model().eval()  # its forward runs the encoder and the classifier only
@@ -422,8 +470,15 @@ class Run:
         images, labels, guesses = inputs[chosen], targets[chosen], predicted[chosen]
         out = self.dir / "explanations"
         out.mkdir(exist_ok=True)
+        notes: dict[str, str] = {}
+        with warnings.catch_warnings(record=True) as caught:  # why Grad-CAM's layer is coarse, if it is
+            warnings.simplefilter("always")
+            layer = default_cam_layer(classifier, images)
+        coarse = [str(w.message) for w in caught if "Grad-CAM uses" in str(w.message)]
+        if coarse:
+            notes["Grad-CAM"] = coarse[0]
         maps = {
-            "Grad-CAM": GradCAM(classifier).attribute(images, target=guesses, upsampled=True),
+            "Grad-CAM": GradCAM(classifier, layer=layer).attribute(images, target=guesses, upsampled=True),
             "Integrated Gradients": IntegratedGradients(classifier).attribute(
                 images, target=guesses, n_steps=self.settings.ig_steps).abs(),
         }
@@ -444,12 +499,18 @@ class Run:
                     for i, t, p, empty in zip(chosen, labels, guesses, no_cause)]
         save_gallery(images, maps, captions, out / "gallery.png")
         trust = {"validation_accuracy": float((predicted == targets).float().mean()),
-                 "images": [str(paths[i]) for i in chosen], "deletion_auc": {}, "insertion_auc": {}}
+                 "images": [str(paths[i]) for i in chosen], "deletion_auc": {}, "insertion_auc": {},
+                 "p_vs_random": {}, "notes": notes}
+        # Chance level: the same curves for random orderings of the pixels (19: beating all of them is p = 0.05).
+        random_gaps = random_ordering_gaps(classifier, images, target=guesses, steps=CURVE_STEPS,
+                                           seed=self.settings.seed)
+        trust["random_gaps"] = random_gaps.tolist()
         for name, method_maps in maps.items():
-            curves = deletion_insertion(classifier, images, method_maps, target=guesses, steps=20)
+            curves = deletion_insertion(classifier, images, method_maps, target=guesses, steps=CURVE_STEPS)
             trust["deletion_auc"][name] = float(curves.deletion_auc.mean())
             trust["insertion_auc"][name] = float(curves.insertion_auc.mean())
-        layer = default_cam_layer(classifier, images)  # randomisation changes weights in place, not modules
+            trust["p_vs_random"][name] = against_chance(curves, random_gaps).p_value
+        # The layer found above: randomisation changes weights in place, not modules.
         steps = model_randomisation(
             classifier, lambda m, x, t: GradCAM(m, layer=layer).attribute(x, target=t), images[:4], cascading=True)
         trust["randomisation"] = [{"layer": s.layer, "spearman": s.spearman, "ssim": s.ssim} for s in steps]

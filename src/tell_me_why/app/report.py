@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import platform
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from .._utils.files import atomic_path
 __all__ = ["write_report", "trust_table", "SECTIONS"]
 
 SECTIONS = ("data", "training", "latent-space", "pixel-cues", "local-explanations", "trust-checks", "settings")
+FOLDED = ("settings",)
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -26,7 +28,11 @@ th{background:#f6f6f6} td:first-child,th:first-child{text-align:left}
 .verdict{padding:.7em 1em;border-radius:6px;margin:.8em 0}
 .bad{background:#fde8e8;color:#8a1c1c} .good{background:#e7f6ec;color:#1d5e32}
 .text-last td:last-child,.text-last th:last-child{text-align:left;max-width:28em}
+nav{position:sticky;top:0;background:#fff;padding:.5em 0;border-bottom:1px solid #eee;z-index:1}
 nav a{margin-right:1em} .muted{color:#777;font-size:.9em}
+details>summary{cursor:pointer;list-style:none} details>summary::-webkit-details-marker{display:none}
+details>summary h2{display:inline-block} details>summary h2::before{content:"▾ ";color:#999}
+details:not([open])>summary h2::before{content:"▸ "}
 """
 
 
@@ -42,29 +48,42 @@ def _table(frame: pd.DataFrame, floats: str = "{:.3f}", classes: str | None = No
     return frame.to_html(float_format=lambda v: floats.format(v), border=0, escape=True, classes=classes)
 
 
-# Insertion must beat deletion by this much for a map to count as pointing at what the model uses; the cascading
-# randomisation must bring the maps' rank correlation with the original below RANDOMISED_RHO.
-FAITHFUL_MARGIN = 0.05
+# A map's deletion and insertion curves count as better than chance when no more than this share of random
+# orderings of the pixels does as well; the cascading randomisation must bring the maps' rank correlation with the
+# original below RANDOMISED_RHO.
+CHANCE_LEVEL = 0.05
 RANDOMISED_RHO = 0.5
 
 
 def trust_table(metrics: dict) -> pd.DataFrame:
-    """Deletion and insertion AUC per method with a plain reading, and, for Grad-CAM, whether its maps changed
-    when every layer of the model had been randomised (the ``metrics.json`` of a run)."""
+    """Deletion and insertion AUC per method, read against random orderings of the pixels (``p_vs_random``), and,
+    for Grad-CAM, whether its maps changed when every layer of the model had been randomised (the
+    ``metrics.json`` of a run)."""
     table = pd.DataFrame({"deletion AUC (lower is better)": metrics["deletion_auc"],
                           "insertion AUC (higher is better)": metrics["insertion_auc"]})
-    gap = table.iloc[:, 1] - table.iloc[:, 0]
+    orderings = len(metrics.get("random_gaps", []))
+    p_values = metrics.get("p_vs_random", {})
+    table["p vs random orderings"] = [p_values.get(name, math.nan) for name in table.index]
     table["reading"] = [
-        "its top pixels carry the decision" if g > FAITHFUL_MARGIN
-        else "no sign that it points at what the model uses: read its maps with care" for g in gap]
+        f"its top pixels carry the decision: insertion beats deletion by more than for any of {orderings} random "
+        f"orderings of the pixels" if p <= CHANCE_LEVEL
+        else "no better than a random ordering of the pixels: read its maps with care"
+        for p in table["p vs random orderings"]]
     steps = metrics.get("randomisation") or []
     if steps and "Grad-CAM" in table.index:
         rho = steps[-1]["spearman"]
-        table.loc["Grad-CAM", "reading"] += (
-            f"; its maps change with the weights (rank correlation {rho:.2f} once all are random)"
-            if rho < RANDOMISED_RHO
-            else f"; but its maps barely change with random weights (rank correlation {rho:.2f}): they show the "
-                 f"image more than the model")
+        if rho is None or math.isnan(rho):
+            reading = ("; its maps are blank (every pixel equally relevant), so the randomisation check fails: "
+                       "nothing shows that they depend on the model")
+        elif rho < RANDOMISED_RHO:
+            reading = f"; its maps change with the weights (rank correlation {rho:.2f} once all are random)"
+        else:
+            reading = (f"; but its maps barely change with random weights (rank correlation {rho:.2f}): they show "
+                       f"the image more than the model")
+        table.loc["Grad-CAM", "reading"] += reading
+    for name, note in metrics.get("notes", {}).items():
+        if name in table.index:
+            table.loc[name, "reading"] += f". {note}"
     return table
 
 
@@ -108,8 +127,15 @@ def write_report(run) -> Path:
         from .pipeline import chance_warning
 
         warning = f'<div class="verdict bad"><b>Read this first</b>: {html.escape(chance_warning(chance))}</div>'
+    # Cues by their labels, e.g. "lower-band texture (jaw_texture)" (a run older than labels: by name).
+    labels = stats["label"] if "label" in stats.columns else pd.Series(stats.index, index=stats.index)
+    cue_table = stats[["r2_signed", "ci_low", "ci_high", "q_value", "significant"]].head(12).set_axis(
+        labels.head(12).rename("cue"))
+    if "category" in stats.columns:
+        cue_table.insert(0, "category", stats["category"].head(12).fillna("").to_numpy())
+    cue_notes = "".join(f'<p class="muted">{html.escape(note)}.</p>' for note in axis.get("notes", []))
     if axis["reliable"]:
-        significant = stats.index[stats["significant"]].tolist()
+        significant = labels[stats["significant"]].tolist()
         verdict = (f'<div class="verdict good">The decision axis predicts the label on held-out images '
                    f'(r = {axis["r"]:.2f}, permutation p = {axis["p_value"]:.3f}). Cues that line up with it '
                    f'significantly: {html.escape(", ".join(significant[:8]) or "none")}.</div>')
@@ -132,23 +158,27 @@ def write_report(run) -> Path:
                      + _image(figures / "confusion.png", "confusion matrix", width=360)),
         "latent-space": ("The latent space", _image(directory / "models" / "tsne_xaaenet_ae.png", "t-SNE")
                          + _image(directory / "models" / "pls_xaaenet_classif.png", "PLS")),
-        "pixel-cues": ("Pixel cues and the decision axis", verdict
+        "pixel-cues": ("Pixel cues and the decision axis", verdict + cue_notes
                        + _image(directory / "interpretation" / "feature_importance_ranking.png", "ranking")
                        + _image(directory / "interpretation" / "feature_alignment_panels.png", "alignment")
-                       + _table(stats[["r2_signed", "ci_low", "ci_high", "q_value", "significant"]].head(12))),
+                       + _table(cue_table)),
         "local-explanations": ("Local explanations", "<p>Validation images (misclassified first), with Grad-CAM, "
                                "Integrated Gradients and causal responsibility maps.</p>"
                                + _image(directory / "explanations" / "gallery.png", "gallery")),
         "trust-checks": ("Trust checks", "<p>Deletion and insertion curves (target probability as the most "
                          "relevant pixels are removed or revealed) and cascading model randomisation of Grad-CAM "
-                         "(Spearman correlation with the original maps; it should fall).</p>"
+                         "(Spearman correlation with the original maps; it should fall). Each map's curves are read "
+                         "against the same curves for 19 random orderings of the pixels: beating all of them is "
+                         "p = 0.05.</p>"
                          + _table(trust, classes="text-last")
                          + _image(figures / "randomisation.png", "cascading randomisation")),
         "settings": ("Settings and versions", _table(pd.DataFrame({"value": {k: str(v) for k, v in settings.items()}}))
                      + _table(pd.DataFrame({"version": _versions()}))),
     }
     nav = "".join(f'<a href="#{key}">{title}</a>' for key, (title, _) in sections.items())
-    body = "".join(f'<section id="{key}"><h2>{title}</h2>{content}</section>'
+    # Each section folds away (click its title); the settings, long and rarely needed, start folded.
+    body = "".join(f'<section id="{key}"><details{"" if key in FOLDED else " open"}><summary><h2>{title}</h2>'
+                   f'</summary>{content}</details></section>'
                    for key, (title, content) in sections.items())
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Tell Me Why report</title>'
             f"<style>{_STYLE}</style></head><body><h1>Why does this classifier decide what it decides?</h1>"

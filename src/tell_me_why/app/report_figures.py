@@ -77,7 +77,7 @@ def save_confusion_matrix(true: np.ndarray, predicted: np.ndarray, classes: list
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.grid(False)
-        ax.set_title(f"Validation accuracy {np.trace(matrix) / max(matrix.sum(), 1):.2f}")
+        ax.set_title(f"Validation accuracy {np.trace(matrix) / max(matrix.sum(), 1):.1%}")
         fig.tight_layout()
     return finish_figure(fig, save_path, show=False)
 
@@ -117,11 +117,15 @@ def save_gallery(images: torch.Tensor, maps: dict[str, torch.Tensor], captions: 
             axes[row, 0].imshow(shown, cmap="gray" if shown.ndim == 2 else None)
             axes[row, 0].set_title(captions[row], fontsize=8)
             for col, (name, method_maps) in enumerate(maps.items(), start=1):
-                relevance = pixel_relevance(method_maps[row : row + 1], image.shape[-2:])[0].numpy()
+                relevance = np.abs(pixel_relevance(method_maps[row : row + 1], image.shape[-2:])[0].numpy())
                 axes[row, col].imshow(shown, cmap="gray" if shown.ndim == 2 else None)
-                axes[row, col].imshow(np.abs(relevance), cmap="inferno", alpha=0.55)
+                axes[row, col].imshow(relevance, cmap="inferno", alpha=0.55)
                 if row == 0:
                     axes[row, col].set_title(name, fontsize=10)
+                if np.ptp(relevance) == 0:  # a blank map must not pass for a picture of the evidence
+                    axes[row, col].text(0.5, 0.5, "blank map:\nevery pixel\nequally relevant", ha="center",
+                                        va="center", fontsize=8, color="white", transform=axes[row, col].transAxes,
+                                        bbox={"facecolor": "black", "alpha": 0.6, "pad": 3})
             for ax in axes[row]:
                 ax.axis("off")
         fig.tight_layout()

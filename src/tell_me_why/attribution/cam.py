@@ -7,6 +7,8 @@ captured activation, and frozen weights do not matter. No backward hooks, no ``.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -14,21 +16,51 @@ from .._utils.classifier import eval_mode, output_dependencies, resolve_targets,
 from .._utils.images import upsample
 from .base import Attribution
 
-__all__ = ["GradCAM", "GradCAMPlusPlus", "activation_and_gradient", "default_cam_layer", "upsample"]
+__all__ = [
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "activation_and_gradient",
+    "default_cam_layer",
+    "cam_layer_note",
+    "MIN_CAM_SIDE",
+    "upsample",
+]
 
 
-def default_cam_layer(model: nn.Module, inputs: torch.Tensor) -> nn.Module:
-    """The module producing the last 4-D activation with a spatial size above 1x1 that the model's output depends
-    on (the feature map before the global pooling), among modules called once per forward.
+# Grad-CAM's maps have the layer's resolution: below 7 x 7 (the last block of a ResNet at 224 px) they cannot
+# say where in a small image the evidence is (a 2 x 2 map at 64 px lights up the same corner for every image).
+MIN_CAM_SIDE = 7
+
+
+def default_cam_layer(model: nn.Module, inputs: torch.Tensor, min_side: int = MIN_CAM_SIDE) -> nn.Module:
+    """The deepest module whose 4-D activation the model's output depends on and whose map is at least
+    ``min_side`` x ``min_side`` for these inputs, among modules called once per forward (ResNet at 224 px: its last
+    block; at 64 px: layer2, 8 x 8). When no map is that large, the deepest of the largest maps (and a warning says
+    why); see :func:`cam_layer_note`.
 
     The dependency check (one backward pass) skips branches that do not feed the output, such as xAAEnet's
     decoder, which runs after the encoder but does not lead to the logits.
     """
-    maps = [call.module for call in output_dependencies(model, inputs[:1], on="outputs")
+    maps = [call for call in output_dependencies(model, inputs[:1], on="outputs")
             if call.output.ndim == 4 and call.output.shape[-1] * call.output.shape[-2] > 1]
     if not maps:
         raise ValueError("The output depends on no 4-D activation larger than 1x1; pass layer= explicitly.")
-    return maps[-1]
+    large = [call for call in maps if min(call.output.shape[-2:]) >= min_side]
+    if large:
+        return large[-1].module
+    largest = max(reversed(maps), key=lambda call: call.output.shape[-1] * call.output.shape[-2])  # the deepest
+    warnings.warn(cam_layer_note(largest.name, tuple(largest.output.shape[-2:]), tuple(inputs.shape[-2:]), min_side),
+                  UserWarning, stacklevel=2)
+    return largest.module
+
+
+def cam_layer_note(name: str, map_size: tuple[int, int], input_size: tuple[int, int],
+                   min_side: int = MIN_CAM_SIDE) -> str:
+    """Why a CAM is coarse: no layer of the model has a map of ``min_side`` x ``min_side`` at this input size."""
+    return (f"No layer of this model has a map of at least {min_side} x {min_side} at {input_size[0]} x "
+            f"{input_size[1]} px: Grad-CAM uses {name or 'the model'}, whose {map_size[0]} x {map_size[1]} map can "
+            f"only say roughly where; a larger input or a method at pixel resolution (Integrated Gradients, "
+            f"causal) says more.")
 
 
 def activation_and_gradient(model: nn.Module, layer: nn.Module, inputs: torch.Tensor, target):

@@ -10,6 +10,8 @@ from .statistics import benjamini_hochberg, feature_axis_statistics
 from .table import (
     available_feature_scores,
     compute_feature_score_table,
+    describe_feature_scores,
+    load_feature_scores,
     register_feature_score,
     unregister_feature_score,
 )
@@ -23,6 +25,8 @@ __all__ = [
     "BUILTIN_CUES",
     "ORIGINAL_SCORE_NAMES",
     "available_feature_scores",
+    "describe_feature_scores",
+    "load_feature_scores",
     "register_feature_score",
     "unregister_feature_score",
     "compute_feature_score_table",

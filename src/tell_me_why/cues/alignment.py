@@ -10,7 +10,7 @@ axis real?) and per-feature permutation tests against its held-out scores (which
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from .._utils.stats import pearson_r
 from .axis import AxisFit, fit_decision_axis, pls_components
 from .definitions import ORIGINAL_SCORE_NAMES
 from .statistics import feature_axis_statistics
+from .table import describe_feature_scores
 
 __all__ = [
     "DEFAULT_FEATURE_SCORE_COLUMNS",
@@ -187,13 +188,19 @@ def plot_feature_importance_ranking(
     show: bool = True,
     stats: pd.DataFrame | None = None,
     axis: dict | None = None,
+    labels: Mapping[str, str] | None = None,
+    max_bars: int | None = None,
+    other_label: str = "the other class",
 ):
-    """Horizontal bars of signed r2 with PLS 1 (positive: grows toward ``target_label``), ranked by |r2|,
-    with bootstrap intervals and significance marks when ``stats`` is given."""
+    """Horizontal bars of signed r2 with PLS 1 (positive: grows toward ``target_label``, negative toward
+    ``other_label``), ranked by |r2|, with bootstrap intervals and significance marks when ``stats`` is given.
+    ``labels`` name the bars (default: the feature names); ``max_bars`` keeps the top-ranked ones (default: all)."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    names = list(importance_rank)
+    ranked = list(importance_rank)
+    names = ranked[:max_bars] if max_bars is not None else ranked
+    labels = labels or {}
     values = np.array([alignment[f]["r2_signed"] for f in names])
     verdict = _axis_verdict(axis)
     with figure_style():
@@ -209,10 +216,11 @@ def plot_feature_importance_ranking(
             xerr = np.vstack([np.clip(values - low, 0, None), np.clip(high - values, 0, None)])
         ax.barh(y, values, color=colours, height=0.6, xerr=xerr, error_kw={"ecolor": "#333333", "capsize": 3,
                                                                          "lw": 1})
-        ax.set_yticks(y, names)
+        ax.set_yticks(y, [labels.get(name, name) for name in names])
         ax.axvline(0, color="#333333", lw=1)
-        limit = max(0.05, float(np.abs(values).max() if len(values) else 0),
-                    float(np.abs(xerr + np.abs(values)).max()) if xerr is not None else 0) * 1.15
+        # Wide enough for every bar and whisker end (adding a whisker's length to |value| overshot, up to 3).
+        ends = np.r_[values, values - xerr[0], values + xerr[1]] if xerr is not None else values
+        limit = max(0.05, float(np.abs(ends).max()) if len(ends) else 0) * 1.15
         ax.set_xlim(-limit, limit)
         if stats is not None:
             for yi, name, value in zip(y, names, values):
@@ -220,7 +228,7 @@ def plot_feature_importance_ranking(
                 if mark:
                     ax.text(value + np.sign(value or 1) * 0.02 * limit, yi, mark, va="center",
                             ha="left" if value >= 0 else "right", fontsize=11, fontweight="bold")
-        ax.set_xlabel(f"signed r² with the decision axis (PLS 1)   ← toward the other class | toward {target_label} →")
+        ax.set_xlabel(f"signed r² with the decision axis (PLS 1)   ← toward {other_label} | toward {target_label} →")
         ax.grid(axis="y", visible=False)
         title = f"Which pixel cues line up with the decision axis toward '{target_label}'"
         if verdict:
@@ -231,8 +239,9 @@ def plot_feature_importance_ranking(
                        Patch(color=CLASS_B_COLOR, label=f"lower toward {target_label}")]
             ax.legend(handles=handles, loc="lower right")
         if stats is not None and axis is not None:
-            ax.text(1.0, -0.12 - 0.2 / max(len(names), 1), f"bars: held-out axis ({axis['method']}); whiskers: "
-                    f"95% bootstrap interval; * q<0.05, ** q<0.01, *** q<0.001 (BH, permutation test)",
+            shown = f"; the top {len(names)} of {len(ranked)} cues" if len(names) < len(ranked) else ""
+            ax.text(1.0, -0.12 - 0.2 / max(len(names), 1), f"bars: held-out axis ({axis['method']}){shown}; "
+                    f"whiskers: 95% bootstrap interval; * q<0.05, ** q<0.01, *** q<0.001 (BH, permutation test)",
                     transform=ax.transAxes, ha="right", va="top", fontsize=8, color="#555555")
         fig.tight_layout()
     if show:
@@ -254,8 +263,10 @@ def plot_feature_alignment_panels(
     show: bool = True,
     stats: pd.DataFrame | None = None,
     axis: dict | None = None,
+    labels: Mapping[str, str] | None = None,
 ):
-    """One scatter per feature: held-out PLS 1 (x) against the standardised feature (y), coloured by class."""
+    """One scatter per feature: held-out PLS 1 (x) against the standardised feature (y), coloured by class;
+    ``labels`` title the panels (default: the feature names)."""
     import matplotlib.pyplot as plt
 
     pls_c1 = np.asarray(pls_c1).ravel()
@@ -285,7 +296,7 @@ def plot_feature_alignment_panels(
             detail = f"signed r² = {r2:+.3f}"
             if stats is not None:
                 detail += f", q = {stats.loc[name, 'q_value']:.3g}"
-            ax.set_title(name, fontsize=11)
+            ax.set_title((labels or {}).get(name, name), fontsize=10)
             ax.text(0.02, 0.97, detail, transform=ax.transAxes, va="top", fontsize=8,
                     bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "#cccccc", "alpha": 0.9})
             ax.set_xlabel("PLS 1 (held out)", fontsize=9)
@@ -332,6 +343,8 @@ def run_pls_feature_figures(
     alpha: float = 0.05,
     axis_alpha: float = 0.01,
     max_panels: int = 12,
+    max_bars: int | None = None,
+    feature_labels: Mapping[str, str] | None = None,
     random_state: int = 0,
 ) -> dict[str, Any]:
     """Relate the decision axis of ``z`` to pixel cues; draw the ranking and the alignment panels.
@@ -361,6 +374,11 @@ def run_pls_feature_figures(
         axis ``reliable`` (stricter by default: no feature is significant on an unreliable axis).
     max_panels
         Alignment panels drawn (the top-ranked features).
+    max_bars
+        Bars of the ranking figure (the top-ranked features; default: all). ``stats`` always lists every feature.
+    feature_labels
+        What the figures call each feature (default: the registered cue's label, e.g. "lower-band texture
+        (jaw_texture)", and the column name for any other column).
     save_dir
         Where to write ``feature_importance_ranking`` and ``feature_alignment_panels`` as PNG and SVG.
 
@@ -374,6 +392,8 @@ def run_pls_feature_figures(
     """
     if n_permutations < 0 or n_bootstrap < 1:
         raise ValueError("n_permutations must be >= 0 and n_bootstrap >= 1.")
+    if max_bars is not None and max_bars < 1:
+        raise ValueError(f"max_bars must be >= 1 (or None for every feature), got {max_bars}.")
     z_matrix, z_paths = _latent_matrix(z)
     if paths is not None:
         if len(paths) != len(z_matrix):
@@ -394,6 +414,7 @@ def run_pls_feature_figures(
                                     alpha=alpha, random_state=random_state)
     axis = fit.as_dict()
     importance_rank = stats.index.tolist()
+    labels = {**describe_feature_scores(importance_rank)["label"].to_dict(), **(feature_labels or {})}
     features_z = _standardised(features[importance_rank])
     alignment = compute_pls_feature_alignment(fit.scores, fit.second, features_z, importance_rank)
     for name in importance_rank:
@@ -409,10 +430,11 @@ def run_pls_feature_figures(
     alignment_fig = plot_feature_alignment_panels(
         fit.scores, features_z[:, : len(shown)], shown, alignment, mask_positive=positive,
         positive_label=positive_label, negative_label=negative_label, cols=min(4, len(shown)), show=False,
-        stats=stats, axis=axis,
+        stats=stats, axis=axis, labels=labels,
     )
     importance_fig = plot_feature_importance_ranking(
-        importance_rank, alignment, target_label=target_label, show=False, stats=stats, axis=axis
+        importance_rank, alignment, target_label=target_label, show=False, stats=stats, axis=axis, labels=labels,
+        max_bars=max_bars, other_label=negative_label,
     )
     save_dir = Path(save_dir) if save_dir is not None else None
     if save_dir is not None:

@@ -2,11 +2,13 @@
 
 ``compute_feature_score_table`` decodes every image once (in parallel threads: Pillow releases the GIL while
 decoding), groups a batch by image size and computes every requested cue on the whole group at once. Images are
-streamed in batches, so memory stays bounded however many paths are given.
+streamed in batches, so memory stays bounded however many paths are given. Cues of your own are registered by
+name (``register_feature_score``) or loaded from ``module:function`` (``load_feature_scores``, ``tmw run --cues``).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 from collections import deque
@@ -30,9 +32,12 @@ __all__ = [
     "ORIGINAL_SCORE_NAMES",
     "ImageBatch",
     "ImageDecodeError",
+    "PixelCue",
     "available_feature_scores",
+    "describe_feature_scores",
     "register_feature_score",
     "unregister_feature_score",
+    "load_feature_scores",
     "compute_feature_score_table",
 ]
 
@@ -55,24 +60,40 @@ def available_feature_scores() -> dict[str, list[str]]:
     return grouped
 
 
-def register_feature_score(
-    name: str, fn: CueFunction, category: str = "custom", *, description: str = "", overwrite: bool = False
-) -> None:
-    """Add a score computed on a decoded batch.
+def describe_feature_scores(names: Iterable[str], extra: Iterable[PixelCue] = ()) -> pd.DataFrame:
+    """``label`` (what the report and figures show), ``category`` and ``description`` of each name, indexed by
+    name: from ``extra`` cues (e.g. from :func:`load_feature_scores`), else the registry; a column that is no known cue
+    keeps its name as label and an empty category."""
+    known = {**_REGISTRY, **{cue.name: cue for cue in extra}}
+    rows = {name: (known[name].label, known[name].category, known[name].description) if name in known
+            else (name, "", "") for name in names}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["label", "category", "description"])
 
-    ``fn(batch)`` receives an :class:`ImageBatch` of same-size images (``batch.grey`` (B, H, W) and
-    ``batch.rgb`` (B, 3, H, W), float32 in [0, 1]) and returns B values (a tensor, array or list).
-    Built-in names cannot be replaced; a user name can with ``overwrite=True``.
-    """
+
+def _check_user_cue(name: str, fn: CueFunction) -> None:
     if not isinstance(name, str) or not name.strip() or name == PATH_COLUMN:
         raise ValueError(f"A feature score needs a non-empty name other than {PATH_COLUMN!r}, got {name!r}.")
     if not callable(fn):
         raise TypeError(f"fn for feature score {name!r} must be callable, got {type(fn).__name__}.")
     if name in _BUILTIN_NAMES:
         raise ValueError(f"{name!r} is a built-in feature score and cannot be replaced; choose another name.")
+
+
+def register_feature_score(
+    name: str, fn: CueFunction, category: str = "custom", *, description: str = "", label: str = "",
+    overwrite: bool = False,
+) -> None:
+    """Add a score computed on a decoded batch.
+
+    ``fn(batch)`` receives an :class:`ImageBatch` of same-size images (``batch.grey`` (B, H, W) and
+    ``batch.rgb`` (B, 3, H, W), float32 in [0, 1]) and returns B values (a tensor, array or list).
+    ``label`` is what the report and figures show (default: the name). Built-in names cannot be replaced; a user
+    name can with ``overwrite=True``.
+    """
+    _check_user_cue(name, fn)
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"Feature score {name!r} is already registered; pass overwrite=True to replace it.")
-    _REGISTRY[name] = PixelCue(name, fn, category, description)
+    _REGISTRY[name] = PixelCue(name, fn, category, description, label)
 
 
 def unregister_feature_score(name: str) -> None:
@@ -84,19 +105,56 @@ def unregister_feature_score(name: str) -> None:
     del _REGISTRY[name]
 
 
-def _resolve_score_names(score_names: Sequence[str] | None) -> list[PixelCue]:
+def load_feature_scores(specs: str | Sequence[str]) -> list[PixelCue]:
+    """Cues of your own from ``"module:function"`` specs (a list, or one string separated by commas), unregistered.
+
+    Each function takes an :class:`ImageBatch` and returns one value per image (as for
+    :func:`register_feature_score`); its name is the column's name, the first line of its docstring the
+    description, and its category ``"custom"``. A malformed spec, a module that cannot be imported, a missing
+    function or a name taken by a built-in cue is a one-line ``ValueError`` naming it.
+    """
+    if isinstance(specs, str):
+        specs = specs.split(",")
+    cues: list[PixelCue] = []
+    for spec in (s.strip() for s in specs):
+        module_name, _, function_name = spec.partition(":")
+        if not module_name.strip() or not function_name.strip() or ":" in function_name:
+            raise ValueError(f"Cue {spec!r} must be written module:function (e.g. my_cues:leaf_area).")
+        module_name, function_name = module_name.strip(), function_name.strip()
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as error:  # any failure of the user's module is reported as one line naming it
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ValueError(f"Cannot import module {module_name!r} of cue {spec!r}: {reason}.") from error
+        fn = getattr(module, function_name, None)
+        if fn is None:
+            raise ValueError(f"Module {module_name!r} has no function {function_name!r} (cue {spec!r}).")
+        try:
+            _check_user_cue(function_name, fn)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"Cue {spec!r}: {error}") from None
+        if any(cue.name == function_name for cue in cues):
+            raise ValueError(f"Two cues are named {function_name!r}; their functions need different names.")
+        doc = (getattr(fn, "__doc__", None) or "").strip()
+        cues.append(PixelCue(function_name, fn, "custom", doc.splitlines()[0] if doc else spec))
+    return cues
+
+
+def _resolve_score_names(score_names: Sequence[str | PixelCue] | None) -> list[PixelCue]:
     if score_names is None:
         return list(_REGISTRY.values())
     if isinstance(score_names, str):
         raise TypeError(f"score_names must be a list of names, not the string {score_names!r}.")
-    names = list(score_names)
-    unknown = [name for name in names if name not in _REGISTRY]
+    items = list(score_names)
+    unknown = [item for item in items if not isinstance(item, PixelCue) and item not in _REGISTRY]
     if unknown:
         raise KeyError(f"Unknown feature scores {unknown}; available: {sorted(_REGISTRY)}.")
+    cues = [item if isinstance(item, PixelCue) else _REGISTRY[item] for item in items]
+    names = [cue.name for cue in cues]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(f"Feature scores requested more than once: {duplicates}.")
-    return [_REGISTRY[name] for name in names]
+    return cues
 
 
 def _resolve_policy(on_error: str) -> str:
@@ -184,7 +242,7 @@ def _warn_unreadable(failures: list[tuple[str, str]], action: str) -> None:
 
 def compute_feature_score_table(
     image_paths: Iterable[str | Path],
-    score_names: Sequence[str] | None = None,
+    score_names: Sequence[str | PixelCue] | None = None,
     on_error: ErrorPolicy = "raise",
     batch_size: int = 16,
     num_workers: int | None = None,
@@ -198,7 +256,8 @@ def compute_feature_score_table(
     image_paths
         Image files in any format Pillow reads (PNG, JPEG, WebP, GIF, BMP, TIFF, ...).
     score_names
-        Names from :func:`available_feature_scores` (default: every registered score), in column order.
+        Names from :func:`available_feature_scores` (default: every registered score), in column order; a
+        :class:`PixelCue` (e.g. from :func:`load_feature_scores`) is computed without being registered.
     on_error
         What to do with an unreadable image: ``"raise"`` (an :class:`ImageDecodeError` naming the file),
         ``"nan"`` (a row of NaN) or ``"skip"`` (the row is dropped); both list the files in a warning.

@@ -17,7 +17,16 @@ from torch import nn
 from .._utils.classifier import class_probabilities, eval_mode, resolve_targets
 from .._utils.images import gaussian_blur, pixel_relevance
 
-__all__ = ["BASELINES", "TIES", "CurveResult", "relevance_order", "deletion_insertion"]
+__all__ = [
+    "BASELINES",
+    "TIES",
+    "CurveResult",
+    "relevance_order",
+    "deletion_insertion",
+    "ChanceComparison",
+    "random_ordering_gaps",
+    "against_chance",
+]
 
 BASELINES = ("zero", "mean", "blur")
 TIES = ("index", "smoothed")
@@ -126,3 +135,56 @@ def deletion_insertion(
                 curves[kind][i, k] = float(row[targets[i]])
     return CurveResult(fractions, curves["deletion"], curves["insertion"])
 
+
+@dataclass
+class ChanceComparison:
+    """A map's mean ``gap`` (insertion AUC - deletion AUC, averaged over the images) against the same statistic
+    for random orderings of the pixels (``random_gaps``, one per ordering). ``p_value``: the share of random
+    orderings at least as good (with the map itself counted, so at least 1 / (orderings + 1))."""
+
+    gap: float
+    random_gaps: np.ndarray
+
+    @property
+    def p_value(self) -> float:
+        return float((1 + np.sum(self.random_gaps >= self.gap)) / (1 + len(self.random_gaps)))
+
+    @property
+    def z_score(self) -> float:
+        spread = float(np.std(self.random_gaps, ddof=1)) if len(self.random_gaps) > 1 else 0.0
+        return float((self.gap - np.mean(self.random_gaps)) / spread) if spread > 0 else float("nan")
+
+    def better_than_chance(self, alpha: float = 0.05) -> bool:
+        return self.p_value <= alpha
+
+
+def random_ordering_gaps(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    target=None,
+    orderings: int = 19,
+    steps: int = 50,
+    baseline: str | torch.Tensor = "zero",
+    seed: int = 0,
+    batch_size: int = 64,
+    output: str = "logits",
+) -> np.ndarray:
+    """Insertion AUC - deletion AUC, averaged over the images, for ``orderings`` random orderings of the pixels:
+    the chance level that a map's deletion and insertion curves are read against (19 orderings: beating them all
+    is p = 0.05)."""
+    if orderings < 1:
+        raise ValueError(f"orderings must be >= 1, got {orderings}.")
+    generator = torch.Generator().manual_seed(seed)
+    gaps = []
+    for _ in range(orderings):
+        noise = torch.rand((len(inputs), *inputs.shape[-2:]), generator=generator).to(inputs.device)
+        curves = deletion_insertion(model, inputs, noise, target=target, steps=steps, baseline=baseline,
+                                    batch_size=batch_size, output=output)
+        gaps.append(float(np.mean(curves.insertion_auc - curves.deletion_auc)))
+    return np.asarray(gaps)
+
+
+def against_chance(curves: CurveResult, random_gaps: np.ndarray) -> ChanceComparison:
+    """A map's deletion and insertion curves compared with random orderings (:func:`random_ordering_gaps` on the
+    same images, target, steps and baseline)."""
+    return ChanceComparison(float(np.mean(curves.insertion_auc - curves.deletion_auc)), np.asarray(random_gaps))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,11 +19,22 @@ __all__ = ["RandomisationStep", "model_randomisation"]
 @dataclass
 class RandomisationStep:
     """After randomising ``layer`` (and, cascading, every layer above it): Spearman rank correlation and SSIM
-    between the original and the new maps (means over images)."""
+    between the original and the new maps (means over images). ``spearman`` is NaN when an original map is
+    constant (a blank map cannot show that it depends on the model)."""
 
     layer: str
     spearman: float
     ssim: float
+
+
+def _rank_correlation(original: np.ndarray, randomised: np.ndarray) -> float:
+    """Spearman correlation of two maps; NaN when the original is constant (a blank map cannot show that it
+    depends on the model), 0 when only the randomised one is (nothing of the original is left)."""
+    if np.ptp(original) == 0:
+        return float("nan")
+    if np.ptp(randomised) == 0:
+        return 0.0
+    return float(spearmanr(original.ravel(), randomised.ravel()).statistic)
 
 
 def _normalised_abs(maps: torch.Tensor) -> np.ndarray:
@@ -71,9 +81,7 @@ def model_randomisation(
                     spread = parameter.std(correction=0).clamp_min(1e-3)
                     parameter.copy_(torch.randn(parameter.shape, generator=generator).to(parameter) * spread)
             maps = _normalised_abs(pixel_relevance(explain(model, inputs, targets), size))
-            with warnings.catch_warnings():  # a constant map has no rank correlation: counted as 0
-                warnings.simplefilter("ignore")
-                rho = [np.nan_to_num(spearmanr(a.ravel(), b.ravel()).statistic) for a, b in zip(original, maps)]
+            rho = [_rank_correlation(a, b) for a, b in zip(original, maps)]
             ssim = [structural_similarity(a, b, data_range=1.0) for a, b in zip(original, maps)]
             steps.append(RandomisationStep(name, float(np.mean(rho)), float(np.mean(ssim))))
     finally:
