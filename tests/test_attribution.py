@@ -243,7 +243,8 @@ def test_cascading_randomisation_changes_the_maps(planted_cnn, tmp_path):
         model.features[0].requires_grad_(True)
     figure = plot_method_comparison(images[0], {k: v[:1] for k, v in _planted_maps(model, images[:1]).items()},
                                     save_path=tmp_path / "compare.png")
-    assert (tmp_path / "compare.png").stat().st_size > 5000 and len(figure.axes) == 4
+    # The image, three overlays and their colour bars.
+    assert (tmp_path / "compare.png").stat().st_size > 5000 and len(figure.axes) == 4 + 3
     # 12.8 x 3.4 inches at 150 dpi, margins trimmed by the tight bounding box: measured 1905 x 515 px.
     pixels = read_png(tmp_path / "compare.png", (12.8, 3.4), smallest=0.8)
     width = pixels.shape[1]

@@ -35,9 +35,10 @@ def test_torchscript_model_finds_the_planted_square_from_the_command_line(plante
     maps = np.load(out / "maps.npz")
     squares = np.stack([test.square_mask(i) for i in positives[:10]])
     for method in ("saliency", "integrated_gradients", "causal"):
-        found = torch.from_numpy(maps[method][:10])  # (N, C or 1, H, W)
+        found = torch.from_numpy(maps[method][:10])  # (N, H, W): every method at the image's size
         assert pointing_game(found.abs(), squares).mean() >= 0.9, method
     # Control: without a square nothing makes the model say "square", so no pixel is a cause of it.
+    assert {maps[m].shape for m in maps.files} == {(len(chosen), 64, 64)}
     assert np.abs(maps["causal"][10:]).max() == 0
     assert len(list(out.glob("*.png"))) == len(chosen)
     # Grad-CAM hooks a layer, which TorchScript cannot do: a clear error, not a crash.

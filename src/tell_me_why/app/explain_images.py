@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .._utils.classifier import class_probabilities
 from .._utils.files import atomic_path
-from .._utils.images import IMAGENET_MEAN, IMAGENET_STD
+from .._utils.images import IMAGENET_MEAN, IMAGENET_STD, pixel_relevance
 from ..attribution import METHODS, explain
 from ..causal import CausalResponsibility  # noqa: F401  (registers "causal")
 from ..cues.decoding import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
@@ -214,7 +214,8 @@ class ImageExplanations:
         return frame
 
     def save(self, directory: str | Path) -> Path:
-        """``predictions.csv``, ``maps.npz`` (one array per method) and one comparison PNG per image."""
+        """``predictions.csv``, ``maps.npz`` (one (N, H, W) array per method, at the images' size: channels summed,
+        layer-resolution maps such as Grad-CAM's upsampled) and one comparison PNG per image, with colour bars."""
         from ..attribution.figures import plot_method_comparison
 
         directory = Path(directory)
@@ -222,7 +223,9 @@ class ImageExplanations:
         with atomic_path(directory / "predictions.csv") as tmp:
             self.to_frame().to_csv(tmp, index=False)
         with atomic_path(directory / "maps.npz") as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **{name: m.detach().cpu().numpy() for name, m in self.maps.items()})
+            size = self.images.shape[-2:]
+            np.savez_compressed(handle, **{name: pixel_relevance(m, size).cpu().numpy()
+                                           for name, m in self.maps.items()})
         frame = self.to_frame()
         for index, path in enumerate(self.paths):
             plot_method_comparison(

@@ -12,8 +12,9 @@ __all__ = ["plot_overlay", "plot_method_comparison"]
 
 
 def plot_overlay(image: torch.Tensor, attribution: torch.Tensor, ax=None, title: str | None = None,
-                 signed: bool = False, alpha: float = 0.55):
-    """One map over its image (|map| in 'inferno', or signed in a diverging map); returns the axes."""
+                 signed: bool = False, alpha: float = 0.55, colorbar: bool = True):
+    """One map over its image (|map| in 'inferno', or signed in a diverging map), with a colour bar of the map's
+    values unless ``colorbar=False``; returns the axes."""
     import matplotlib.pyplot as plt
 
     relevance = pixel_relevance(attribution[None] if attribution.ndim == 3 else attribution,
@@ -25,9 +26,11 @@ def plot_overlay(image: torch.Tensor, attribution: torch.Tensor, ax=None, title:
         ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None)
         if signed:
             limit = max(float(np.abs(relevance).max()), 1e-12)
-            ax.imshow(relevance, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=alpha)
+            heat = ax.imshow(relevance, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=alpha)
         else:
-            ax.imshow(np.abs(relevance), cmap="inferno", alpha=alpha)
+            heat = ax.imshow(np.abs(relevance), cmap="inferno", alpha=alpha)
+        if colorbar:
+            ax.figure.colorbar(heat, ax=ax, fraction=0.046, pad=0.03)
         ax.set_title(title or "")
         ax.axis("off")
     return ax

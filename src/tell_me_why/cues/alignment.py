@@ -9,6 +9,7 @@ axis real?) and per-feature permutation tests against its held-out scores (which
 
 from __future__ import annotations
 
+import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -278,7 +279,7 @@ def plot_feature_alignment_panels(
     size = 16 if len(pls_c1) < 300 else 6
     verdict = _axis_verdict(axis)
     with figure_style():
-        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows + 0.8), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 4.0 * rows + 0.8), squeeze=False)
         for index, name in enumerate(feature_names):
             ax = axes.flat[index]
             values = features_z[:, index]
@@ -296,13 +297,15 @@ def plot_feature_alignment_panels(
             detail = f"signed r² = {r2:+.3f}"
             if stats is not None:
                 detail += f", q = {stats.loc[name, 'q_value']:.3g}"
-            ax.set_title((labels or {}).get(name, name), fontsize=10)
-            ax.text(0.02, 0.97, detail, transform=ax.transAxes, va="top", fontsize=8,
+            # Sized to stay readable when the figure is shown at a page's width (the report's 1100 px).
+            ax.set_title(textwrap.fill((labels or {}).get(name, name), 34), fontsize=13)
+            ax.tick_params(labelsize=11)
+            ax.text(0.02, 0.97, detail, transform=ax.transAxes, va="top", fontsize=11,
                     bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "#cccccc", "alpha": 0.9})
-            ax.set_xlabel("PLS 1 (held out)", fontsize=9)
-            ax.set_ylabel("standardised score", fontsize=9)
+            ax.set_xlabel("PLS 1 (held out)", fontsize=11)
+            ax.set_ylabel("standardised score", fontsize=11)
             if index == 0:
-                ax.legend(loc="lower right", fontsize=8, markerscale=1.5)
+                ax.legend(loc="lower right", fontsize=10, markerscale=1.5)
         for ax in list(axes.flat)[n:]:
             ax.set_visible(False)
         heading = title or f"Pixel cues against the decision axis (right = toward {positive_label})"
@@ -429,7 +432,7 @@ def run_pls_feature_figures(
     shown = importance_rank[:max_panels]
     alignment_fig = plot_feature_alignment_panels(
         fit.scores, features_z[:, : len(shown)], shown, alignment, mask_positive=positive,
-        positive_label=positive_label, negative_label=negative_label, cols=min(4, len(shown)), show=False,
+        positive_label=positive_label, negative_label=negative_label, cols=min(3, len(shown)), show=False,
         stats=stats, axis=axis, labels=labels,
     )
     importance_fig = plot_feature_importance_ranking(
