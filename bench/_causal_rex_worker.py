@@ -1,9 +1,10 @@
 """The reference side of bench_causal.py: explain planted-evidence images with rex-xai 0.4.1 (run in its venv).
 
-    python _causal_rex_worker.py WORK_DIR ITERATIONS
+    python _causal_rex_worker.py WORK_DIR ITERATIONS THREADS SEED ARCH
 
-Reads WORK_DIR/model.pt (SmallCNN weights) and WORK_DIR/images.pt ((N, 1, S, S) positives), explains each image
-with ReX's API (its pytorch prediction function, default settings except the number of iterations and no GPU),
+Reads WORK_DIR/model.pt (weights of ``_models.build(ARCH)``) and WORK_DIR/images.pt ((N, 1, S, S) images),
+explains each image with ReX's API (its pytorch prediction function, default settings except the number of
+iterations, the seed and no GPU),
 timing landscape + extraction + metrics as a user of its `analyze` would, and prints ``RESULT {json}``.
 """
 
@@ -16,8 +17,7 @@ import time
 from pathlib import Path
 
 import torch
-
-from tell_me_why.testing import SmallCNN
+from _models import build
 
 logging.disable(logging.WARNING)
 
@@ -29,9 +29,10 @@ def main() -> None:
     from rex_xai.input.input_data import Data
     from rex_xai.responsibility.prediction import from_pytorch_tensor
 
-    work, iterations = Path(sys.argv[1]), int(sys.argv[2])
-    torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 2)
-    model = SmallCNN()
+    work, iterations, threads, seed, arch = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), \
+        sys.argv[5]
+    torch.set_num_threads(threads)
+    model = build(arch)
     model.load_state_dict(torch.load(work / "model.pt", weights_only=True))
     model.eval()
     images = torch.load(work / "images.pt", weights_only=True)
@@ -52,7 +53,7 @@ def main() -> None:
         args.iters = iterations
         args.gpu = False
         args.progress_bar = False
-        args.seed = 0
+        args.seed = seed
         args.analyse = True
         data = Data(None, ["N", 1, size, size], "cpu", mode="RGB", process=False)
         data.data = image[None].clone()
@@ -76,7 +77,7 @@ def main() -> None:
         peak = int(torch.argmax(responsibility))
         results.append({
             "seconds": seconds, "landscape_passes": landscape_passes, "passes": passes[0],
-            "peak": [peak // size, peak % size], "mask": mask.nonzero().tolist(),
+            "peak": [peak // size, peak % size], "mask": mask.nonzero().tolist(), "map": responsibility.tolist(),
             "target": int(data.target.classification), "insertion": metrics["insertion_curve"],
             "deletion": metrics["deletion_curve"],
         })

@@ -11,9 +11,10 @@ HERE = Path(__file__).resolve().parent
 TORCH_SPEC = ["torch==2.14.1", "torchvision==0.29.1"]
 
 
-def _ensure_venv(folder: Path, requirement: str, distribution: str, probe_module: str) -> Path:
+def _ensure_venv(folder: Path, requirement: str, distribution: str, probe_module: str, extra: str = "") -> Path:
     """Python of ``folder``, a venv with torch and torchvision first (from this machine's disk), then
-    ``requirement``; created once, reused while ``probe_module`` imports."""
+    ``requirement`` (and ``extra``, what the worker needs of Tell Me Why's own dependencies); created once, reused
+    while ``probe_module`` imports."""
     python = folder / "bin" / "python"
     probe = [str(python), "-c", f"import {probe_module}, importlib.metadata as m; print(m.version('{distribution}'))"]
     if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
@@ -21,7 +22,7 @@ def _ensure_venv(folder: Path, requirement: str, distribution: str, probe_module
     print(f"Creating {folder} with {requirement} (a few minutes, once)...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", *TORCH_SPEC], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", requirement], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", requirement, *extra.split()], check=True)
     return python
 
 
@@ -32,7 +33,8 @@ def ensure_original_venv() -> Path:
 
 def ensure_rex_venv() -> Path:
     """bench/.venv-rex: the reference causal explainer, rex-xai 0.4.1."""
-    return _ensure_venv(HERE / ".venv-rex", "rex-xai==0.4.1", "rex-xai", "rex_xai.explanation.rex")
+    return _ensure_venv(HERE / ".venv-rex", "rex-xai==0.4.1", "rex-xai", "rex_xai.explanation.rex, safetensors",
+                        extra="safetensors")
 
 
 def ensure_gradcam_venv() -> Path:

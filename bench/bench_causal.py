@@ -1,14 +1,19 @@
-"""Causal explanations: Tell Me Why against rex-xai 0.4.1 on the planted-evidence task, side by side.
+"""Causal explanations: Tell Me Why against rex-xai 0.4.1, side by side, on time, pointing game and stability.
 
-    .venv/bin/python bench/bench_causal.py [--n64 20] [--n224 4] [--iterations 20] [--threads 2]
+    .venv/bin/python bench/bench_causal.py [--n64 20] [--n224 4] [--resnet 2] [--threads 2]
 
-Trains the small CNN of ``tell_me_why.testing`` on 64x64 planted-evidence images (a 6-10 px bright square
-decides the class; bright bars are distractors) and explains positive test images at 64x64 and 224x224 (the
-CNN is fully convolutional; the square and bars keep their size). The reference runs in bench/.venv-rex (created
-on first use) with its pytorch prediction function, ``--iterations`` iterations and its defaults otherwise; ours
-runs in this process, once with the same number of iterations and once with 5. Both use ``--threads`` torch
-threads. Time per image covers the landscape, the minimal explanation and the metrics (ReX's ``analyze``; our
-``metrics()``). Prints medians and the pointing game; writes bench/results/causal.json.
+Part 1 trains the small CNN of ``tell_me_why.testing`` on 64x64 planted-evidence images (a 6-10 px bright square
+decides the class; bright bars are distractors) and explains positive test images at 64x64 and 224x224 (the CNN
+is fully convolutional; the square and bars keep their size). Part 2 times a ResNet-18 (torchvision, random
+initialisation, grey input) on 224x224 images of the same kind; with random weights its decisions mean nothing,
+so only the time is read there, with one seed. The reference runs in bench/.venv-rex (created on first use)
+with its pytorch prediction function, 20 iterations and its defaults otherwise. Ours runs in this process two
+ways: ReX's set-up (20 iterations, black mask: also our old default, "before") and our default ("after":
+iterations until the map settles, neutral mask). Each explains every image with seeds 0 and 1; stability is the
+median over images of the rank correlation of the two seeds' maps, and of the Dice overlap of their minimal
+explanations. Time per image covers the landscape, the
+minimal explanation and the metrics (ReX's ``analyze``; our ``metrics()``). Prints medians; writes
+bench/results/causal.json.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _models import build
 from _venvs import ensure_rex_venv, run_json_worker
 
 HERE = Path(__file__).resolve().parent
@@ -30,17 +36,24 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from tell_me_why.causal import CausalExplainer  # noqa: E402
+from tell_me_why.causal.landscape import map_agreement  # noqa: E402
 from tell_me_why.testing import planted_evidence_images, train_small_cnn  # noqa: E402
 
+REX_ITERATIONS = 20
+SEEDS = (0, 1)
+# Ours with ReX's settings, and our default; the old default was ReX's settings.
+OURS = {"ours, ReX's settings": {"iterations": REX_ITERATIONS, "mask_value": 0.0}, "ours, default": {}}
 
-def run_reference(python: Path, work: Path, iterations: int, threads: int) -> list[dict]:
+
+def run_reference(python: Path, work: Path, threads: int, seed: int, arch: str) -> list[dict]:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "PYTHONPATH": str(ROOT / "src"), "TQDM_DISABLE": "1"}
-    command = [str(python), str(HERE / "_causal_rex_worker.py"), str(work), str(iterations), str(threads)]
+    command = [str(python), str(HERE / "_causal_rex_worker.py"), str(work), str(REX_ITERATIONS), str(threads),
+               str(seed), arch]
     return run_json_worker(command, env, cwd=work, label="rex-xai worker")
 
 
-def run_ours(model, images: torch.Tensor, iterations: int) -> list[dict]:
-    explainer = CausalExplainer(model, iterations=iterations, seed=0)
+def run_ours(model, images: torch.Tensor, seed: int, settings: dict) -> list[dict]:
+    explainer = CausalExplainer(model, seed=seed, **settings)
     results = []
     for image in images:
         start = time.perf_counter()
@@ -51,73 +64,95 @@ def run_ours(model, images: torch.Tensor, iterations: int) -> list[dict]:
         peak = int(np.argmax(explanation.responsibility))
         mask = explanation.explanation if explanation.explanation is not None else np.zeros((size, size), bool)
         results.append({
-            "seconds": seconds, "landscape_passes": explanation.stats["landscape_forward_passes"],
-            "passes": explanation._occluder.predictor.forward_passes,  # landscape, extraction and metrics
-            "model_calls": explanation.stats["model_calls"], "peak": [peak // size, peak % size],
-            "mask": np.argwhere(mask).tolist(), "target": explanation.target,
+            "seconds": seconds, "passes": explanation._occluder.predictor.forward_passes,
+            "iterations": explanation.stats.get("iterations", 0), "peak": [peak // size, peak % size],
+            "mask": np.argwhere(mask).tolist(), "map": explanation.responsibility.tolist(),
             "insertion": metrics["insertion_auc"], "deletion": metrics["deletion_auc"],
         })
     return results
 
 
-def summarise(results: list[dict], squares: list[np.ndarray]) -> dict:
-    pointing = sum(bool(square[tuple(r["peak"])]) for r, square in zip(results, squares))
-    inside = [
-        float(np.mean([square[tuple(p)] for p in r["mask"]])) if r["mask"] else 0.0
-        for r, square in zip(results, squares)
-    ]
-    return {
+def _dice(a: list, b: list) -> float:
+    """Dice overlap of two pixel lists (the minimal explanations of two seeds)."""
+    first, second = {tuple(p) for p in a}, {tuple(p) for p in b}
+    return 2 * len(first & second) / (len(first) + len(second)) if first or second else 1.0
+
+
+def summarise(runs: list[list[dict]], squares: list[np.ndarray] | None) -> dict:
+    """Medians over the images of the first seed's run; stability between the first two seeds' maps (when two
+    seeds ran)."""
+    results = runs[0]
+    row = {
         "seconds_median": statistics.median(r["seconds"] for r in results),
-        "landscape_passes_median": statistics.median(r["landscape_passes"] for r in results),
         "passes_median": statistics.median(r["passes"] for r in results),
-        "pointing_game": f"{pointing}/{len(results)}",
-        "pointing_hits": pointing,
-        "explanation_inside_median": statistics.median(inside),
-        "area_median": statistics.median(len(r["mask"]) for r in results),
-        "insertion_median": statistics.median(r["insertion"] for r in results),
-        "deletion_median": statistics.median(r["deletion"] for r in results),
+        "iterations_median": statistics.median(r.get("iterations", REX_ITERATIONS) for r in results),
+        "stability_median": statistics.median(
+            map_agreement(np.array(a["map"]), np.array(b["map"])) for a, b in zip(runs[0], runs[1]))
+        if len(runs) > 1 else float("nan"),
+        "explanation_dice_median": statistics.median(
+            _dice(a["mask"], b["mask"]) for a, b in zip(runs[0], runs[1])) if len(runs) > 1 else float("nan"),
     }
+    if squares is not None:
+        row["pointing_hits"] = sum(bool(square[tuple(r["peak"])]) for r, square in zip(results, squares))
+        row["pointing_game"] = f"{row['pointing_hits']}/{len(results)}"
+        row["explanation_inside_median"] = statistics.median(
+            float(np.mean([square[tuple(p)] for p in r["mask"]])) if r["mask"] else 0.0
+            for r, square in zip(results, squares))
+    return row
+
+
+def compare(rex_python: Path, work: Path, model, arch: str, images: torch.Tensor, squares, threads: int,
+            seeds: tuple[int, ...]) -> dict:
+    torch.save(model.state_dict(), work / "model.pt")
+    torch.save(images, work / "images.pt")
+    rows = {"rex-xai 0.4.1": summarise([run_reference(rex_python, work, threads, s, arch) for s in seeds], squares)}
+    for name, settings in OURS.items():
+        rows[name] = summarise([run_ours(model, images, s, settings) for s in seeds], squares)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n64", type=int, default=20, help="positive images explained at 64x64")
     parser.add_argument("--n224", type=int, default=4, help="positive images explained at 224x224")
-    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--resnet", type=int, default=2, help="224x224 images explained with the ResNet-18")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     rex_python = ensure_rex_venv()
     print("Training the planted-evidence CNN...", flush=True)
-    model = train_small_cnn(planted_evidence_images(800, 64, seed=0), epochs=3)
+    small_cnn = train_small_cnn(planted_evidence_images(800, 64, seed=0), epochs=3)
+    torch.manual_seed(0)
+    resnet = build("resnet18").eval()
     summary: dict = {"settings": vars(args)}
+    cases = [("small CNN 64x64", small_cnn, "small_cnn", 64, args.n64),
+             ("small CNN 224x224", small_cnn, "small_cnn", 224, args.n224),
+             ("ResNet-18 224x224", resnet, "resnet18", 224, args.resnet)]
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        torch.save(model.state_dict(), work / "model.pt")
-        for size, count in ((64, args.n64), (224, args.n224)):
+        for name, model, arch, size, count in cases:
+            if count == 0:
+                continue
             data = planted_evidence_images(4 * count + 8, size, seed=1)
             positives = [i for i in range(len(data.labels)) if data.labels[i] == 1][:count]
-            images = data.images[positives].clone()
-            squares = [data.square_mask(i) for i in positives]
-            torch.save(images, work / "images.pt")
-            print(f"{size}x{size}: rex-xai 0.4.1...", flush=True)
-            reference = summarise(run_reference(rex_python, work, args.iterations, args.threads), squares)
-            print(f"{size}x{size}: Tell Me Why...", flush=True)
-            same = summarise(run_ours(model, images, args.iterations), squares)
-            fewer = summarise(run_ours(model, images, 5), squares)
-            summary[str(size)] = {"rex-xai": reference, f"ours_{args.iterations}": same, "ours_5": fewer}
+            planted = arch == "small_cnn"  # the random ResNet's decisions mean nothing: its time only, one seed
+            squares = [data.square_mask(i) for i in positives] if planted else None
+            seeds = SEEDS if planted else SEEDS[:1]
+            print(f"{name}: rex-xai and ours, seeds {seeds}...", flush=True)
+            summary[name] = compare(rex_python, Path(tmp), model, arch, data.images[positives].clone(), squares,
+                                    args.threads, seeds)
 
-    print(f"\nSmall CNN, planted square, {args.threads} torch threads, medians per image")
-    header = f"{'':<10}{'config':<22}{'seconds':>9}{'time ratio':>11}{'passes':>8}{'pointing':>10}{'inside':>8}" \
-             f"{'ins AUC':>9}{'del AUC':>9}"
-    print(header)
-    for size in ("64", "224"):
-        base = summary[size]["rex-xai"]["seconds_median"]
-        for name, row in summary[size].items():
-            print(f"{size + 'x' + size:<10}{name:<22}{row['seconds_median']:>9.3f}{row['seconds_median'] / base:>11.2f}"
-                  f"{row['passes_median']:>8.0f}{row['pointing_game']:>10}{row['explanation_inside_median']:>8.2f}"
-                  f"{row['insertion_median']:>9.3f}{row['deletion_median']:>9.3f}")
+    print(f"\nPlanted square, {args.threads} torch threads, medians per image (stability: rank correlation of the "
+          f"maps of seeds {SEEDS[0]} and {SEEDS[1]})")
+    print(f"{'case':<20}{'configuration':<24}{'seconds':>9}{'time/ReX':>9}{'passes':>8}{'iters':>6}{'pointing':>10}"
+          f"{'inside':>8}{'stability':>10}{'dice':>6}")
+    for name, *_ in (case for case in cases if case[0] in summary):
+        base = summary[name]["rex-xai 0.4.1"]["seconds_median"]
+        for config, row in summary[name].items():
+            print(f"{name:<20}{config:<24}{row['seconds_median']:>9.3f}{row['seconds_median'] / base:>9.2f}"
+                  f"{row['passes_median']:>8.0f}{row['iterations_median']:>6.0f}{row.get('pointing_game', '-'):>10}"
+                  f"{row.get('explanation_inside_median', float('nan')):>8.2f}{row['stability_median']:>10.2f}"
+                  f"{row['explanation_dice_median']:>6.2f}")
     out = HERE / "results" / "causal.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))

@@ -55,9 +55,10 @@ def planted_cnn():
     return model, test, positives
 
 
-# tmw settings that make a whole run take seconds: tiny images, one epoch per phase, few explanation steps.
+# tmw settings that make a whole run take seconds: tiny images, one epoch per phase, few explanation steps; random
+# initial weights, so that a run does not depend on the network or the torch hub cache (--pretrained auto would).
 TINY = ["--size", "32", "--epochs-adv", "1", "--epochs-ae", "1", "--epochs-classif", "1", "--explain-images", "2",
-        "--ig-steps", "4", "--causal-iterations", "2", "--batch-size", "8", "--encoding-dims", "8"]
+        "--ig-steps", "4", "--causal-iterations", "2", "--batch-size", "8", "--encoding-dims", "8", "--no-pretrained"]
 
 
 def image_folder(root, per_class=10):

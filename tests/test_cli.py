@@ -38,7 +38,7 @@ def test_run_end_to_end_then_resume(finished_run, capsys):
     assert printed.count("already done, skipped") == 6
     assert "validation accuracy:" in printed and f"report: {(out / 'report.html').resolve()}" in printed
     assert main(["report", "--out", str(out)]) == 0  # a step alone, with the run's saved settings
-    assert main(["run", str(data), "--out", str(out), *TINY[:-2], "--encoding-dims", "16"]) == 2
+    assert main(["run", str(data), "--out", str(out), *TINY, "--encoding-dims", "16"]) == 2
     assert "other settings" in capsys.readouterr().err
 
 

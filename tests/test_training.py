@@ -286,3 +286,30 @@ def test_latent_figures_handle_tiny_validation_sets(tmp_path, caplog):
     import matplotlib.pyplot as plt
 
     assert plt.get_fignums() == []
+
+
+def test_a_classifier_at_chance_is_a_logged_warning_and_a_learnt_one_is_not(trained, small_model, tmp_path, caplog):
+    from conftest import image_folder
+
+    from tell_me_why.app.data import folder_dataloaders
+
+    # Labels that say nothing about the images: the dark and light noise images shuffled between two classes.
+    data = image_folder(tmp_path / "data", per_class=12)
+    classes = np.random.default_rng(0).permutation(24) < 12
+    for path, in_a in zip(sorted(data.glob("*/*.png")), classes, strict=True):
+        target = data / ("a" if in_a else "b")
+        target.mkdir(exist_ok=True)
+        path.rename(target / path.name)
+    for emptied in ("dark", "light"):
+        (data / emptied).rmdir()
+    dls = folder_dataloaders(data, size=32, bs=8, valid_pct=0.5, seed=0)
+    with caplog.at_level("WARNING", logger="tell_me_why"):
+        learn = train_xaaenet(small_model(input_size=32), dls, epochs_adv=1, epochs_ae=1, epochs_classif=1,
+                              grad_accum=1, models_dir=tmp_path / "models", seed=0, save_tsne=False, save_pls=False,
+                              extract_latent=False)
+    verdict = learn.xaaenet_history[-1]["validation"]
+    assert not verdict["better_than_chance"] and verdict["images"] == 12
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "NOT better than chance" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].name == "tell_me_why.xaaenet.training"
+    # The planted cue, learnt: its verdict says so.
+    assert trained["learn"].xaaenet_history[-1]["validation"]["better_than_chance"]

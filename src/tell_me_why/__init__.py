@@ -17,7 +17,18 @@ The original library's modules (``model_aae``, ``user_encoder``, ``training``, `
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from importlib.metadata import PackageNotFoundError, version
+
+# OpenMP threads spin after each parallel region, waiting for work; on a shared machine the spinning eats the time
+# slices the other threads need. A ResNet-18 training step (64 px, 2 threads, 2 cores) took 0.16 s alone and 2.7 s
+# beside two busy processes with libgomp's default spin (300,000), against 0.41 s with 10,000 and 0.48 s with
+# passive waiting (which costs 35 % alone); 10,000 costs nothing alone (docs/benchmarks.md). OpenMP reads this
+# once, when torch loads it: set here, before the import below loads torch, unless the user (either variable) or
+# an earlier import of torch has settled it.
+if "torch" not in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from . import causal as _causal  # noqa: F401  (registers the "causal" explanation method)
 
@@ -31,6 +42,9 @@ _PUBLIC = {
     "add_xaae_blocks": "xaaenet",
     "train_xaaenet": "xaaenet",
     "TrainSettings": "xaaenet",
+    "traverse_decision_axis": "xaaenet",
+    "latent_counterfactual": "xaaenet",
+    "latent_neighbours": "xaaenet",
     "compute_feature_score_table": "cues",
     "run_pls_feature_figures": "cues",
     "fit_decision_axis": "cues",

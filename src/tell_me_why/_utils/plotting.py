@@ -86,12 +86,16 @@ def finish_figure(
     return first
 
 
-def display_array(image):
+def display_array(image, scale: bool = True):
     """An image tensor (C, H, W), in any value range, as an array for ``imshow``: (H, W) for one channel,
-    (H, W, 3) otherwise, min-max scaled to [0, 1]."""
+    (H, W, 3) otherwise, min-max scaled to [0, 1]; ``scale=False`` clips to [0, 1] instead, for images whose
+    brightness is part of what they show (decoded images compared with each other)."""
     import numpy as np
 
     array = image.detach().cpu().float().numpy()
-    low, high = array.min(), array.max()
-    array = (array - low) / (high - low) if high > low else np.zeros_like(array)
+    if scale:
+        low, high = array.min(), array.max()
+        array = (array - low) / (high - low) if high > low else np.zeros_like(array)
+    else:
+        array = np.clip(array, 0.0, 1.0)
     return array[0] if array.shape[0] == 1 else np.moveaxis(array[:3], 0, -1)

@@ -59,7 +59,8 @@ def _describe(hint: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(option) for option in typing.get_args(hint))
     if origin is typing.Literal:
-        return "one of " + ", ".join(repr(v) for v in typing.get_args(hint))
+        values = typing.get_args(hint)
+        return repr(values[0]) if len(values) == 1 else "one of " + ", ".join(repr(v) for v in values)
     return _TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
 
 

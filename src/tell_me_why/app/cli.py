@@ -9,9 +9,11 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from .._utils.devices import available_cpus
 from .._utils.files import CheckpointError, DirectoryLocked
 from ..xaaenet.encoders import PretrainedWeightsUnavailable
 from .explain_images import IMAGE_METHODS, NORMALISATIONS, PixelSpaceClassifier
+from .latent import LATENT_METHOD
 from .pipeline import Run, RunSettings
 
 EXAMPLES = {
@@ -28,12 +30,26 @@ Running again with the same --out resumes after the last finished step.""",
     "explain": """examples:
   tmw explain --out runs/cats                                   # the run's explain step (validation gallery)
   tmw explain --out runs/cats --images new_photos/              # any image or folder, with the run's model
+  tmw explain --out runs/cats --methods counterfactual          # the decision axis decoded, latent
+                                                                # counterfactuals, neighbours (a run's xAAEnet)
   tmw explain --images x.jpg --model model.ts --size 224 --normalisation imagenet   # a TorchScript model
   tmw explain --images photos/ --model weights.safetensors --arch resnet18 --classes cat,dog \\
               --methods gradcam,integrated_gradients,causal --save explanations/   # a state dict
 Maps, predictions.csv and one comparison PNG per image go to --save (default: <run>/explanations/images or
 ./tmw_explanations).""",
 }
+
+
+def _true_false_or_auto(value: str) -> bool | str:
+    words = {"auto": "auto", "true": True, "yes": True, "false": False, "no": False}
+    if value.lower() not in words:
+        raise argparse.ArgumentTypeError(f"expected auto, true or false, got {value!r}")
+    return words[value.lower()]
+
+
+def _int_or_word(value: str) -> int | str:
+    """A number of something, or a word such as ``auto``."""
+    return int(value) if value.lstrip("-").isdigit() else value
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
@@ -45,8 +61,14 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
         flag = "--" + field.name.replace("_", "-")
         if field.type in ("bool", "bool | None"):
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None)
+        elif field.type == "bool | Literal['auto']":
+            # --flag and --no-flag as for the other switches, and --flag auto|true|false.
+            parser.add_argument(flag, dest=field.name, nargs="?", const=True, type=_true_false_or_auto, default=None,
+                                metavar="auto|true|false", help=f"default: {field.default}")
+            parser.add_argument("--no-" + flag[2:], dest=field.name, action="store_const", const=False,
+                                default=None)
         else:
-            kind = {"int": int, "float": float}.get(str(field.type), str)
+            kind = {"int": int, "float": float, "int | str": _int_or_word}.get(str(field.type), str)
             parser.add_argument(flag, dest=field.name, type=kind, default=None,
                                 help=f"default: {field.default}")
 
@@ -62,12 +84,36 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--normalisation", choices=sorted(NORMALISATIONS), default="none",
                        help="input normalisation --model expects (default: none, pixels in [0, 1])")
     group.add_argument("--methods", default="gradcam,integrated_gradients,causal",
-                       help=f"comma-separated, from: {', '.join(IMAGE_METHODS)}")
+                       help=f"comma-separated, from: {', '.join(IMAGE_METHODS)}, {LATENT_METHOD} (a run's model "
+                            f"only: the latent explanations, of --images or of the validation images)")
     group.add_argument("--target", help="class (name or index) to explain (default: each image's prediction)")
     group.add_argument("--save", type=Path, help="output folder")
 
 
-def _explain_images(args: argparse.Namespace) -> Path:
+def _methods(args: argparse.Namespace) -> list[str]:
+    return [m.strip() for m in args.methods.split(",") if m.strip()]
+
+
+def _explain_latent(args: argparse.Namespace) -> Path:
+    """``--methods counterfactual``: the latent explanations of the run's xAAEnet, for ``--images`` or for its
+    validation images (into ``explanations/latent``, which the report shows)."""
+    from .explain_images import image_paths
+    from .latent import LATENT_FOLDER, explain_latents
+
+    if args.model is not None:
+        raise ValueError(f"--methods {LATENT_METHOD} explains the xAAEnet of a tmw run (--out RUN): a model given "
+                         f"with --model has no decoder to draw its latent space with.")
+    run = Run.open(args.out)
+    if "train" not in run.done:
+        raise ValueError(f"The run in {args.out} has no trained model yet; run tmw train --out {args.out}.")
+    paths = image_paths(args.images) if args.images is not None else None
+    if args.save is not None:
+        return explain_latents(run, paths, args.save)
+    with run.writing():  # into the run directory: one writer at a time
+        return explain_latents(run, paths, run.dir / (LATENT_FOLDER if paths is None else "explanations/images/latent"))
+
+
+def _explain_images(args: argparse.Namespace, methods: list[str] | None = None) -> Path:
     import pandas as pd
 
     from .explain_images import explain_images, image_paths, known_labels, load_classifier, load_images
@@ -96,7 +142,7 @@ def _explain_images(args: argparse.Namespace) -> Path:
         table = pd.read_csv(run.dir / "data.csv")
         labelled = dict(zip(map(Path, table["path"]), table["label"]))
     truth = known_labels(paths, names, labelled) if names else None
-    result = explain_images(classifier, images, paths, methods=[m.strip() for m in args.methods.split(",")],
+    result = explain_images(classifier, images, paths, methods=methods or _methods(args),
                             target=args.target, class_names=names, true_labels=truth)
     if args.model is None and args.save is None:
         with run.writing():  # into the run directory: one writer at a time
@@ -164,8 +210,19 @@ def _print_progress() -> logging.Handler:
     return handler
 
 
+def _use_available_cpus() -> None:
+    """No more torch threads than the CPUs this process may use (torch counts the machine's cores, which a
+    container or a batch job may not have: extra threads then wait on each other)."""
+    import torch
+
+    cpus = available_cpus()
+    if torch.get_num_threads() > cpus:
+        torch.set_num_threads(cpus)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _use_available_cpus()
     handler = _print_progress()
     try:
         return _run_command(args)
@@ -175,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_command(args: argparse.Namespace) -> int:
     try:
+        if args.command == "explain" and LATENT_METHOD in _methods(args):
+            print(f"\n[tmw] done. Latent explanations: {_explain_latent(args)}")
+            others = [m for m in _methods(args) if m != LATENT_METHOD]
+            if others and args.images is not None:
+                print(f"\n[tmw] done. Explanations: {_explain_images(args, others)}")
+            return 0
         if args.command == "explain" and (args.images is not None or args.model is not None):
             saved = _explain_images(args)
             print(f"\n[tmw] done. Explanations: {saved}")

@@ -20,6 +20,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .._utils.devices import available_cpus
 from .._utils.files import atomic_path
 from ..cues.decoding import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 
@@ -140,7 +141,7 @@ def _unreadable(paths: Sequence[Path], max_pixels: int | None) -> list[tuple[Pat
             return str(error.__cause__ or error)
         return None
 
-    workers = min(4, os.cpu_count() or 1)
+    workers = min(4, available_cpus())
     with ThreadPoolExecutor(max_workers=workers) as pool:
         reasons = list(tqdm(pool.map(reason, paths), total=len(paths), desc="Checking images", unit="img",
                             disable=len(paths) < 500))

@@ -7,6 +7,7 @@ mean and std, say) is applied inside :class:`PixelSpaceClassifier`, so every map
 
 from __future__ import annotations
 
+import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 from .._utils.classifier import class_probabilities
 from .._utils.files import atomic_path
 from .._utils.images import IMAGENET_MEAN, IMAGENET_STD, pixel_relevance
-from ..attribution import METHODS, explain
+from ..attribution import METHODS, build_method
 from ..causal import CausalResponsibility  # noqa: F401  (registers "causal")
 from ..cues.decoding import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from .data import IMAGE_SUFFIXES
@@ -199,6 +200,7 @@ class ImageExplanations:
     class_names: list[str]
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
     true_labels: list[str | None] | None = None
+    notes: dict[str, list[str | None]] = field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per image: path, true class (when known), predicted class, explained class and each class
@@ -211,7 +213,12 @@ class ImageExplanations:
         frame["explained"] = [names[i] for i in self.targets.tolist()]
         for index, name in enumerate(names):
             frame[f"p_{name}"] = self.probabilities[:, index].numpy()
+        for method, notes in self.notes.items():
+            frame[f"note_{method}"] = [self._named(note) for note in notes]
         return frame
+
+    def _named(self, note: str | None) -> str | None:
+        return with_class_names(note, self.class_names) if note is not None else None
 
     def save(self, directory: str | Path) -> Path:
         """``predictions.csv``, ``maps.npz`` (one (N, H, W) array per method, at the images' size: channels summed,
@@ -230,10 +237,17 @@ class ImageExplanations:
         for index, path in enumerate(self.paths):
             plot_method_comparison(
                 self.images[index], {name: m[index] for name, m in self.maps.items()},
+                notes={name: self._named(notes[index]) for name, notes in self.notes.items() if notes[index]},
                 save_path=directory / f"{index:04d}_{Path(path).stem}.png", show=False,
                 title=f"{Path(path).name}: predicted {frame['predicted'][index]}, "
                       f"explaining {frame['explained'][index]}")
         return directory
+
+
+def with_class_names(text: str, class_names: Sequence[str]) -> str:
+    """``text`` with each "class <index>" (how explainers name classes) replaced by that class's name."""
+    return re.sub(r"\bclass (\d+)\b",
+                  lambda m: class_names[int(m[1])] if int(m[1]) < len(class_names) else m[0], text)
 
 
 def _target_indices(target: int | str | None, class_names: list[str]) -> int | None:
@@ -254,7 +268,7 @@ def explain_images(
     target: int | str | None = None,
     class_names: Sequence[str] | None = None,
     batch_size: int = 16,
-    causal_iterations: int = 10,
+    causal_iterations: int | str = "auto",
     progress: bool = True,
     true_labels: Sequence[str | None] | None = None,
 ) -> ImageExplanations:
@@ -283,12 +297,17 @@ def explain_images(
     bar = tqdm(total=len(methods) * len(images), desc="Explaining", unit="map", disable=not progress)
     for method in methods:
         bar.set_postfix_str(method)
-        chunks = []
+        attributor, call = build_method(classifier, method, **options.get(method, {}))
+        if hasattr(attributor, "calibrate"):  # causal: masks chosen from all the images, not the first batch
+            attributor.calibrate(images)
+        chunks, notes = [], []
         for start in range(0, len(images), batch_size):
             batch, batch_targets = images[start : start + batch_size], targets[start : start + batch_size]
-            chunks.append(explain(classifier, batch, method=method, target=batch_targets,
-                                  **options.get(method, {})).detach())
+            chunks.append(attributor.attribute(batch, target=batch_targets, **call).detach())
+            notes += getattr(attributor, "last_notes", None) or [None] * len(batch)
             bar.update(len(batch))
         result.maps[method] = torch.cat(chunks)
+        if any(notes):
+            result.notes[method] = notes
     bar.close()
     return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import textwrap
 import time
 import warnings
 from collections import Counter
@@ -16,9 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 
 from .._utils.files import DirectoryLock, atomic_path, load_weights, write_json, write_parquet
 from .._utils.settings import Settings, SettingsError, check_choice, check_int
+from .._utils.stats import better_than_chance
+from .baselines import pixel_logistic_regression
 from .data import DEFAULT_MAX_PIXELS, DataSourceError, LabelledImages, from_csv, from_filename_rule, from_folder
 
 if TYPE_CHECKING:
@@ -39,25 +41,21 @@ MIN_SIZE = 32
 # Deletion and insertion curves of the explain step: the target probability at every 5 % of the pixels.
 CURVE_STEPS = 20
 # The folders of a run directory that a run writes files into.
-RUN_FOLDERS = ("", "models", "interpretation", "explanations", "explanations/images", "report_figures",
-               "embedded_data/face", "embedded_data/non_face")
-# The classifier counts as better than chance when a one-sided binomial test of its validation accuracy against
-# always answering the majority class gives p below this.
-CHANCE_ALPHA = 0.05
-
+RUN_FOLDERS = ("", "models", "interpretation", "explanations", "explanations/images", "explanations/latent",
+               "report_figures", "embedded_data/face", "embedded_data/non_face")
 logger = logging.getLogger(__name__)
 
 
-def better_than_chance(targets, predicted, alpha: float = CHANCE_ALPHA) -> dict:
-    """Validation accuracy against always answering the majority class: a one-sided exact binomial test."""
-    from scipy.stats import binomtest
-
-    targets, predicted = np.asarray(targets), np.asarray(predicted)
-    n, correct = len(targets), int((targets == predicted).sum())
-    majority = float(np.bincount(targets).max() / n) if n else 1.0
-    p_value = float(binomtest(correct, n, majority, alternative="greater").pvalue) if n else 1.0
-    return {"accuracy": correct / n if n else float("nan"), "images": n, "majority_rate": majority,
-            "p_value": p_value, "alpha": alpha, "better_than_chance": bool(p_value < alpha)}
+def baseline_sentence(verdict: dict) -> str:
+    """xAAEnet's validation accuracy beside the pixel logistic regression's, saying when xAAEnet is worse."""
+    ours, pixels = verdict["accuracy"], verdict.get("pixel_logistic_regression")
+    if pixels is None:  # a run trained before baselines were recorded
+        return f"validation accuracy: {ours:.1%}"
+    sentence = f"validation accuracy: {ours:.1%} (logistic regression on the pixels: {pixels:.1%})"
+    if ours < pixels:
+        sentence += (f". xAAEnet is {pixels - ours:.1%} worse than a linear model of the pixels: its explanations "
+                     f"describe a weaker model than a plain one")
+    return sentence
 
 
 def chance_warning(verdict: dict) -> str:
@@ -65,6 +63,19 @@ def chance_warning(verdict: dict) -> str:
             f"{verdict['images']} images against {verdict['majority_rate']:.1%} for always answering the majority "
             f"class (binomial p = {verdict['p_value']:.3f}). It has not learnt the task, so nothing below explains "
             f"the task: check the data and the training settings (more epochs, another learning rate).")
+
+
+def _causal_caption(result, vocab: list[str]) -> str:
+    """A gallery line for a causal map that is contrastive or empty, with the reason; "" otherwise."""
+    from .explain_images import with_class_names
+
+    stats = result.stats
+    line = ""
+    if "contrast_class" in stats:
+        line = f"\ncausal: against a {vocab[stats['contrast_class']]} reference"
+    if result.explanation is not None:
+        return line
+    return line + "\ncausal none: " + textwrap.shorten(with_class_names(stats["note"], vocab), 60)
 
 
 @dataclass(frozen=True)
@@ -81,7 +92,7 @@ class RunSettings(Settings):
     size: int = 64
     grey: bool | None = None  # None: grey for the embedded faces, colour otherwise
     encoder: str = "resnet18"
-    pretrained: bool = False
+    pretrained: bool | Literal["auto"] = "auto"  # auto: ImageNet weights when they can be had, else random
     encoding_dims: int = 32
     batch_size: int = 16
     valid_pct: float = 0.25
@@ -92,7 +103,7 @@ class RunSettings(Settings):
     classif_class_weight: float = 0.1
     explain_images: int = 6
     ig_steps: int = 32
-    causal_iterations: int = 10
+    causal_iterations: int | str = "auto"
     seed: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
     cues: str | None = None  # your own pixel cues, "module:function[,module:function]"
@@ -101,9 +112,10 @@ class RunSettings(Settings):
         self.check_types()
         check_choice(self, "data_format", ("auto", "folder", "csv", "rule"))
         check_choice(self, "on_unreadable", ("skip", "raise"))
-        for name in ("size", "encoding_dims", "batch_size", "explain_images", "ig_steps", "causal_iterations",
-                     "max_pixels"):
+        for name in ("size", "encoding_dims", "batch_size", "explain_images", "ig_steps", "max_pixels"):
             check_int(self, name, minimum=1)
+        if self.causal_iterations != "auto":
+            check_int(self, "causal_iterations", minimum=1)
         for name in ("epochs_adv", "epochs_ae", "epochs_classif", "seed"):
             check_int(self, name, minimum=0)
         if not 0 < self.valid_pct < 1:
@@ -234,9 +246,8 @@ class Run:
         if (self.dir / "data.json").is_file():
             data = json.loads((self.dir / "data.json").read_text())
             lines.append(f"[tmw] data: {data['counts']}, {len(data['skipped'])} unreadable file(s) skipped")
-        if (self.dir / "metrics.json").is_file():
-            metrics = json.loads((self.dir / "metrics.json").read_text())
-            lines.append(f"[tmw] validation accuracy: {metrics['validation_accuracy']:.1%}")
+        if verdict is not None:
+            lines.append(f"[tmw] {baseline_sentence(verdict)}")
         axis_path = self.dir / "interpretation" / "axis.json"
         if axis_path.is_file():
             axis = json.loads(axis_path.read_text())
@@ -315,7 +326,7 @@ class Run:
             with torch.random.fork_rng():
                 torch.manual_seed(s.seed)
                 model = AAE(input_size=s.size, input_channels=1 if self.grey else 3, encoding_dims=s.encoding_dims,
-                            encoder=s.encoder, pretrained=s.pretrained and "train" not in self.done)
+                            encoder=s.encoder, pretrained=False if "train" in self.done else s.pretrained)
             checkpoint = self.dir / "models" / "xaaenet_classif.safetensors"
             if "train" in self.done:
                 load_weights(model, checkpoint)
@@ -365,11 +376,13 @@ class Run:
 
         learn = train_xaaenet(self.model(), self.dataloaders(), settings=self.train_settings())
         write_json(self.dir / "training.json", learn.xaaenet_history)
-        _, _, targets, predicted = self.validation_predictions()
+        _, valid_inputs, targets, predicted = self.validation_predictions()
         verdict = better_than_chance(targets.numpy(), predicted.numpy())
-        write_json(self.dir / "validation.json", verdict)
-        if not verdict["better_than_chance"]:
-            logger.warning(chance_warning(verdict))
+        # The cost of explainability: the plainest model of the same split, in seconds.
+        train_inputs, train_targets = self.inputs([Path(p) for p in self.dataloaders().train.items], with_labels=True)
+        verdict["pixel_logistic_regression"] = pixel_logistic_regression(train_inputs, train_targets, valid_inputs,
+                                                                         targets, seed=self.settings.seed)
+        write_json(self.dir / "validation.json", verdict)  # train_xaaenet has warned when it is at chance
 
     def chance_verdict(self) -> dict | None:
         """Whether the trained classifier beats always answering the majority class (``validation.json``)."""
@@ -395,6 +408,7 @@ class Run:
         from ..cues.alignment import run_pls_feature_figures
         from ..cues.definitions import BUILTIN_CUES
         from ..cues.table import describe_feature_scores
+        from ..cues.where import pixel_axis_map
 
         latents = pd.read_parquet(self.dir / "latents.parquet")
         train, valid = latents[latents["split"] == "train"], latents[latents["split"] == "valid"]
@@ -423,6 +437,18 @@ class Run:
         if chance_level:
             result["axis"]["not_reliable_because"] = chance_warning(verdict)
         result["axis"]["notes"] = notes
+        # Where in the image the axis lives: the validation images' pixels against their held-out axis scores.
+        try:
+            pixel_map = pixel_axis_map(self.inputs([Path(p) for p in valid["path"]]).numpy(), result["scores"],
+                                       seed=self.settings.seed)
+        except ValueError as error:  # too few images, or an axis that scores every image the same
+            logger.warning("interpret: no pixel map of the axis: %s", error)
+            result["axis"]["pixel_map"] = {"skipped": str(error)}
+        else:
+            pixel_map.plot(class_a, self.class_b, save_path=self.dir / "interpretation" / "axis_pixel_map.png")
+            result["axis"]["pixel_map"] = {"threshold": pixel_map.threshold, "alpha": pixel_map.alpha,
+                                           "significant_pixels": int(pixel_map.significant.sum()),
+                                           "pixels": int(pixel_map.correlation.size)}
         stats = result["stats"]
         # What the report calls each cue, and its category (the run's own cues are "custom").
         described = describe_feature_scores(stats.index, self.own_cues())
@@ -456,6 +482,7 @@ class Run:
         from ..attribution import GradCAM, IntegratedGradients, default_cam_layer
         from ..causal import CausalExplainer, ResultsStore
         from ..metrics import against_chance, deletion_insertion, model_randomisation, random_ordering_gaps
+        from .latent import explain_latents
         from .report_figures import save_gallery
 
         classifier = self.model().eval()  # its forward runs the encoder and the classifier only
@@ -483,20 +510,28 @@ class Run:
                 images, target=guesses, n_steps=self.settings.ig_steps).abs(),
         }
         explainer = CausalExplainer(classifier, iterations=self.settings.causal_iterations, seed=self.settings.seed)
+        # The neutral mask and the contrast references, from the validation images.
+        explainer.calibrate(inputs, names=[Path(p).name for p in paths])
         store = ResultsStore(out / "explanations.sqlite")
-        causal, no_cause = [], []
+        causal, causal_notes, causal_results = [], [], []
+        vocab = list(self.dataloaders().vocab)
         for index, image in tqdm(list(zip(chosen, images)), desc="Causal explanations", unit="img"):
             result = explainer.explain(image, paths=[str(paths[index])])
             result.path = str(paths[index])
             store.add(result)
             causal.append(torch.from_numpy(result.responsibility).float()[None])
-            no_cause.append(result.explanation is None)
+            causal_notes.append(_causal_caption(result, vocab))
+            causal_results.append(result)
         maps["Causal responsibility"] = torch.stack(causal)
-        vocab = list(self.dataloaders().vocab)
-        # An empty causal map is a finding, not a failure: the masked image alone already gets this class.
-        captions = [f"{Path(paths[i]).name}\ntrue {vocab[int(t)]}, predicted {vocab[int(p)]}"
-                    + ("\ncausal: no pixel is a cause" if empty else "")
-                    for i, t, p, empty in zip(chosen, labels, guesses, no_cause)]
+        contrastive = sum("contrast_class" in result.stats for result in causal_results)
+        empty = sum(result.explanation is None for result in causal_results)
+        notes["Causal responsibility"] = (
+            f"Hidden pixels take {explainer.neutral_mask or explainer.settings.mask_value}, the mask this model "
+            f"finds closest to undecided; {contrastive} of {len(causal_notes)} maps are explained against a "
+            f"reference of the other class (with every pixel hidden the model already gave the image's class), "
+            f"{empty} stay empty" + (" (the reason is under each)" if empty else ""))
+        captions = [f"{Path(paths[i]).name}\ntrue {vocab[int(t)]}, predicted {vocab[int(p)]}" + note
+                    for i, t, p, note in zip(chosen, labels, guesses, causal_notes)]
         save_gallery(images, maps, captions, out / "gallery.png")
         trust = {"validation_accuracy": float((predicted == targets).float().mean()),
                  "images": [str(paths[i]) for i in chosen], "deletion_auc": {}, "insertion_auc": {},
@@ -515,6 +550,7 @@ class Run:
             classifier, lambda m, x, t: GradCAM(m, layer=layer).attribute(x, target=t), images[:4], cascading=True)
         trust["randomisation"] = [{"layer": s.layer, "spearman": s.spearman, "ssim": s.ssim} for s in steps]
         write_json(self.dir / "metrics.json", trust)
+        explain_latents(self)  # what only the xAAEnet's decoder can show: the decision axis as images
 
     def step_report(self) -> None:
         from .report import write_report

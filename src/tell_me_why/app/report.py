@@ -15,7 +15,8 @@ from .._utils.files import atomic_path
 
 __all__ = ["write_report", "trust_table", "SECTIONS"]
 
-SECTIONS = ("data", "training", "latent-space", "pixel-cues", "local-explanations", "trust-checks", "settings")
+SECTIONS = ("data", "training", "latent-space", "pixel-cues", "axis-images", "local-explanations", "trust-checks",
+            "settings")
 FOLDED = ("settings",)
 
 _STYLE = """
@@ -87,6 +88,71 @@ def trust_table(metrics: dict) -> pd.DataFrame:
     return table
 
 
+# The share of decoded counterfactuals the model must read as the other class for the pictures of the axis to
+# count as pictures of what the classifier reads.
+FLIP_RATE_NEEDED = 0.9
+
+
+def _axis_images(directory: Path) -> str:
+    """The "What the axis looks like" section: the latent explanations that the explain step wrote."""
+    folder = directory / "explanations" / "latent"
+    if not (folder / "latent.json").is_file():
+        return ('<p class="muted">(No latent explanations in this run: make them with <code>tmw explain --out RUN '
+                '--methods counterfactual</code>, then <code>tmw report --out RUN</code>.)</p>')
+    found = json.loads((folder / "latent.json").read_text())
+    flips, ssim = found["flip_rate"], found["reconstruction_ssim"]
+    directions = {name: rate for name, rate in found.get("flip_rate_toward", {}).items() if not math.isnan(rate)}
+    toward = ", ".join(f"toward {html.escape(name)} {rate:.0%}" for name, rate in directions.items())
+    # Both ways: a decoder that flips one way only would pass on the overall rate when the classes are unequal.
+    faithful = min(flips, *directions.values()) >= FLIP_RATE_NEEDED
+    reading = (f'<div class="verdict {"good" if faithful else "bad"}">Flip rate '
+               f'<b>{flips:.0%}</b>{f" ({toward})" if toward else ""}: of the {found["images"]} validation images '
+               f'moved just past the decision boundary in latent space, decoded and given to the model again, that '
+               f'share is read as the other class (a decoder that draws the same image whatever z is flips one way '
+               f'only). Reconstruction SSIM <b>{ssim:.2f}</b> (1: a perfect copy; the lower, the blurrier the '
+               f'decoder). ')
+    reading += ("The decoded images carry what the classifier reads: the pictures below show its axis.</div>"
+                if faithful else
+                f"Below {FLIP_RATE_NEEDED:.0%} (overall or one way): the decoded images do not carry all that the "
+                f"classifier reads, so read the pictures below as the decoder's impression of the axis, not as "
+                f"evidence.</div>")
+    skips = ("The decoder has skip connections: each moved z is decoded with the skip activations of the original "
+             "image (class means: the class's mean ones), which hold the layout in place and can hold a change "
+             "back." if found["uses_skips"] else "The decoder has no skip connections: every image comes from z "
+             "alone.")
+    numbers = pd.DataFrame({"value": {
+        "median move to flip (prior SDs)": found["median_distance"],
+        "median critic score, moved z": found["median_critic_score"],
+        "median critic score, original z": found["median_critic_score_original"]}})
+    return (
+        f"<p>The classifier reads the class from the latent vector z along one direction, its decision axis. Moving "
+        f"z along that axis and decoding it shows the axis in pixels: the mean image of each class walked from "
+        f"{html.escape(found['other_class'])} to {html.escape(found['class_a'])}, what would change on the way "
+        f"(red: brighter), the smallest move that flips single images (latent counterfactuals), and the training "
+        f"images nearest in z. Distances are in standard deviations of the prior N(0, I); the critic's score says "
+        f"how plausible a moved z still is. {html.escape(skips)}</p>{reading}"
+        f"<p>Read it beside the pixel cues: a cue ranked high there that visibly grows along the walk is two kinds "
+        f"of evidence agreeing; a change seen here that no cue measures is worth a cue of its own "
+        f"(<code>--cues</code>). This axis is the classifier's own weights, the pixel-cue axis a PLS fit to the "
+        f"labels: they agree when both separate the classes.</p>"
+        + _table(numbers, "{:.2f}")
+        + _image(folder / "traversal_class_means.png", "class means along the decision axis")
+        + _image(folder / "counterfactuals.png", "latent counterfactuals")
+        + _image(folder / "neighbours.png", "nearest training images in latent space"))
+
+
+def _pixel_map(directory: Path, axis: dict) -> str:
+    """The axis's global "where" map: pixels whose brightness goes with the axis score (none in older runs)."""
+    found = axis.get("pixel_map")
+    if found is None:
+        return ""
+    text = (f"<p><b>Where</b>: each pixel's brightness on the validation images correlated with their held-out "
+            f"axis scores. {found['significant_pixels']} of {found['pixels']} pixels beat the family-wise "
+            f"permutation threshold |r| = {found['threshold']:.2f} (p &lt; {found['alpha']:g}); no model gradient "
+            f"is involved.</p>")
+    return text + _image(directory / "interpretation" / "axis_pixel_map.png", "pixel map of the axis")
+
+
 def _versions() -> dict[str, str]:
     import importlib.metadata as metadata
 
@@ -121,11 +187,13 @@ def write_report(run) -> Path:
     settings = json.loads((directory / "settings.json").read_text())
     class_a = run.class_a
 
+    from .pipeline import baseline_sentence, chance_warning
+
     chance = run.chance_verdict()
+    accuracy = (baseline_sentence(chance) if chance is not None
+                else f"validation accuracy {metrics['validation_accuracy']:.1%}")
     warning = ""
     if chance is not None and not chance["better_than_chance"]:
-        from .pipeline import chance_warning
-
         warning = f'<div class="verdict bad"><b>Read this first</b>: {html.escape(chance_warning(chance))}</div>'
     # Cues by their labels, e.g. "lower-band texture (jaw_texture)" (a run older than labels: by name).
     labels = stats["label"] if "label" in stats.columns else pd.Series(stats.index, index=stats.index)
@@ -152,8 +220,8 @@ def write_report(run) -> Path:
         "data": ("The data", f"<p>Source: <code>{html.escape(data['source'])}</code>; {len(data['skipped'])} "
                  f"unreadable file(s) skipped.</p>{_table(counts, '{:.0f}')}"
                  f"{_image(figures / 'samples.png', 'samples')}"),
-        "training": ("Training", f"<p>Three phases (adversarial, denoising autoencoder, classifier); validation "
-                     f"accuracy {metrics['validation_accuracy']:.1%} on {len(targets)} images.</p>"
+        "training": ("Training", f"<p>Three phases (adversarial, denoising autoencoder, classifier); "
+                     f"{html.escape(accuracy)} on {len(targets)} validation images.</p>"
                      + _image(figures / "losses.png", "loss curves")
                      + _image(figures / "confusion.png", "confusion matrix", width=360)),
         "latent-space": ("The latent space", _image(directory / "models" / "tsne_xaaenet_ae.png", "t-SNE")
@@ -161,7 +229,8 @@ def write_report(run) -> Path:
         "pixel-cues": ("Pixel cues and the decision axis", verdict + cue_notes
                        + _image(directory / "interpretation" / "feature_importance_ranking.png", "ranking")
                        + _image(directory / "interpretation" / "feature_alignment_panels.png", "alignment")
-                       + _table(cue_table)),
+                       + _table(cue_table) + _pixel_map(directory, axis)),
+        "axis-images": ("What the axis looks like", _axis_images(directory)),
         "local-explanations": ("Local explanations", "<p>Validation images (misclassified first), with Grad-CAM, "
                                "Integrated Gradients and causal responsibility maps.</p>"
                                + _image(directory / "explanations" / "gallery.png", "gallery")),

@@ -15,7 +15,7 @@ from .figures import plot_method_comparison, plot_overlay
 from .gradient_shap import GradientShap
 from .gradients import InputXGradient, Saliency
 from .integrated_gradients import IntegratedGradients, quadrature
-from .registry import METHODS, MethodSpec, available_methods, explain, register_method
+from .registry import METHODS, MethodSpec, available_methods, build_method, explain, register_method
 from .shapley import ShapleyValueSampling, grid_groups, patch_groups, superpixel_groups
 from .smoothgrad import SmoothGrad
 from .tcav import TCAV, TCAVResult
@@ -43,6 +43,7 @@ __all__ = [
     "METHODS",
     "MethodSpec",
     "register_method",
+    "build_method",
     "available_methods",
     "explain",
     "default_cam_layer",

@@ -34,12 +34,17 @@ __all__ = [
 
 
 class Attribution:
-    """Base class: ``Method(model, ...).attribute(inputs, target=None, ...) -> Tensor``."""
+    """Base class: ``Method(model, ...).attribute(inputs, target=None, ...) -> Tensor``.
+
+    ``last_notes`` holds, per image of the last call, why its map is blank or how it was made differently (None
+    where there is nothing to say); methods that can leave a map blank fill it in.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
         self.model = model
+        self.last_notes: list[str | None] = []
 
     def _gradients(self, inputs: torch.Tensor, target: TargetSpec) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradient of the target scores with respect to ``inputs`` (a fresh leaf), and the targets used."""

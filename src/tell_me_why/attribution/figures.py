@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import torch
 
@@ -37,8 +39,9 @@ def plot_overlay(image: torch.Tensor, attribution: torch.Tensor, ax=None, title:
 
 
 def plot_method_comparison(image: torch.Tensor, maps: dict[str, torch.Tensor], save_path=None, show=None,
-                           title: str | None = None):
-    """The image and one overlay per method, side by side; saved (PNG) and closed when ``save_path`` is given."""
+                           title: str | None = None, notes: dict[str, str] | None = None):
+    """The image and one overlay per method, side by side; saved (PNG) and closed when ``save_path`` is given.
+    ``notes`` (method -> text) are printed under that method's overlay, e.g. why its map is blank."""
     import matplotlib.pyplot as plt
 
     with figure_style():
@@ -49,6 +52,9 @@ def plot_method_comparison(image: torch.Tensor, maps: dict[str, torch.Tensor], s
         axes[0, 0].axis("off")
         for ax, (name, attribution) in zip(axes[0, 1:], maps.items()):
             plot_overlay(image, attribution, ax=ax, title=name)
+            if notes and notes.get(name):
+                ax.text(0.5, -0.04, textwrap.fill(notes[name], 44), transform=ax.transAxes, ha="center", va="top",
+                        fontsize=7)
         if title:
             fig.suptitle(title)
         fig.tight_layout()

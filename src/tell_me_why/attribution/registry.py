@@ -22,7 +22,7 @@ from .integrated_gradients import IntegratedGradients
 from .shapley import ShapleyValueSampling
 from .smoothgrad import SmoothGrad
 
-__all__ = ["MethodSpec", "METHODS", "register_method", "available_methods", "explain"]
+__all__ = ["MethodSpec", "METHODS", "register_method", "available_methods", "build_method", "explain"]
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,18 @@ def available_methods(model: nn.Module | None = None) -> list[str]:
 def explain(model: nn.Module, inputs: torch.Tensor, method: str = "gradcam", target=None, **kwargs) -> torch.Tensor:
     """Attributions of ``inputs`` by the method named ``method`` (see :data:`METHODS`); keyword arguments go to
     the method's constructor or to its ``attribute`` call."""
+    attributor, call = build_method(model, method, **kwargs)
+    return attributor.attribute(inputs, target=target, **call)
+
+
+def build_method(model: nn.Module, method: str, **kwargs) -> tuple[Attribution, dict]:
+    """The method named ``method`` built for ``model``, and the keyword arguments left for its ``attribute``
+    calls: for explaining many batches with one object (whose ``last_notes`` say why a map is blank)."""
     if method not in METHODS:
         raise ValueError(f"Unknown explanation method {method!r}; available: {sorted(METHODS)}.")
     spec = METHODS[method]
     constructor = {key: kwargs.pop(key) for key in spec.constructor_keys if key in kwargs}
-    return spec.cls(model, **constructor).attribute(inputs, target=target, **kwargs)
+    return spec.cls(model, **constructor), kwargs
 
 
 for _name, _spec in {

@@ -53,6 +53,11 @@ class CausalExplanation:
     _metrics: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
+    def note(self) -> str | None:
+        """Why the map is empty, or against what it was explained when the mask alone was the target; else None."""
+        return self.stats.get("note") or self.stats.get("fallback")
+
+    @property
     def area(self) -> float:
         return float(self.explanation.mean()) if self.explanation is not None else 0.0
 

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 from .._utils.settings import Settings, SettingsError, check_choice, check_int
 
-__all__ = ["CausalSettings", "MASK_VALUE_NAMES", "DISTRIBUTIONS", "STRATEGIES"]
+__all__ = ["CausalSettings", "MASK_VALUE_NAMES", "DISTRIBUTIONS", "STRATEGIES", "FALLBACKS"]
 
-MASK_VALUE_NAMES = ("min", "mean", "blur", "noise")
+MASK_VALUE_NAMES = ("neutral", "min", "mean", "blur", "noise")
 DISTRIBUTIONS = ("uniform", "betabinom")
 STRATEGIES = ("global", "spatial", "multi", "contrastive")
+FALLBACKS = ("contrastive", "none")
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,9 @@ class CausalSettings(Settings):
     """Every setting with its default; see ``docs/causal.md`` for their meaning."""
 
     # landscape
-    iterations: int = 20
+    iterations: int | str = "auto"
+    max_iterations: int = 20
+    convergence: float = 0.9
     tree_depth: int = 10
     min_box_area: int = 10
     queue_len: int | str = 1
@@ -31,7 +34,8 @@ class CausalSettings(Settings):
     distribution_alpha: float = 1.1
     distribution_beta: float = 1.1
     max_forward_passes: int | None = None
-    mask_value: float | str = 0.0
+    mask_value: float | str = "neutral"
+    fallback: str = "contrastive"
     # extraction
     strategy: str = "global"
     confidence_threshold: float = 0.0
@@ -53,7 +57,11 @@ class CausalSettings(Settings):
 
     def __post_init__(self) -> None:
         self.check_types()
-        check_int(self, "iterations", minimum=1)
+        if isinstance(self.iterations, str) and self.iterations != "auto":
+            raise SettingsError(f"iterations must be 'auto' or an integer >= 1, got {self.iterations!r}.")
+        if self.iterations != "auto":
+            check_int(self, "iterations", minimum=1)
+        check_int(self, "max_iterations", minimum=1)
         check_int(self, "tree_depth", minimum=1)
         check_int(self, "min_box_area", minimum=1)
         check_int(self, "chunk_size", minimum=1)
@@ -76,6 +84,9 @@ class CausalSettings(Settings):
                              "depth: set max_forward_passes (a work budget) too.")
         check_choice(self, "distribution", DISTRIBUTIONS)
         check_choice(self, "strategy", STRATEGIES)
+        check_choice(self, "fallback", FALLBACKS)
+        if not 0.0 < self.convergence <= 1.0:
+            raise SettingsError(f"convergence must be in (0, 1], got {self.convergence!r}.")
         if isinstance(self.mask_value, str):
             check_choice(self, "mask_value", MASK_VALUE_NAMES)
         elif not isinstance(self.mask_value, (int, float)) or isinstance(self.mask_value, bool):

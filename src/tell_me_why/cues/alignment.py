@@ -309,9 +309,10 @@ def plot_feature_alignment_panels(
         for ax in list(axes.flat)[n:]:
             ax.set_visible(False)
         heading = title or f"Pixel cues against the decision axis (right = toward {positive_label})"
-        fig.suptitle(heading + (f"\n{verdict}" if verdict else ""), fontsize=12,
-                     color="#B00020" if verdict else "black")
-        fig.tight_layout()
+        heading += f"\n{verdict}" if verdict else ""
+        fig.suptitle(heading, fontsize=12, color="#B00020" if verdict else "black")
+        # Keep the heading's lines (about 0.25 inch each) clear of the first row's titles.
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 * (heading.count("\n") + 1.5) / fig.get_figheight()))
     if show:
         _show(fig)
     return fig
@@ -390,8 +391,8 @@ def run_pls_feature_figures(
     dict with ``alignment_fig``, ``importance_fig``, ``importance_rank`` (features by decreasing |signed r2|),
     ``alignment`` (per feature: ``vector_xy``, ``r2_signed``, ``p_value`` (permutation), ``q_value``,
     ``linregress_r``, ``significant``), ``stats`` (DataFrame: r, r2_signed, ci_low, ci_high, p_alignment, p_value,
-    q_value,
-    significant, n) and ``axis`` (r, r2, p_value, reliable, method, n_permutations, alpha).
+    q_value, significant, n), ``axis`` (r, r2, p_value, reliable, method, n_permutations, alpha) and ``scores``
+    (each image's held-out score on the axis, in the order of ``z``).
     """
     if n_permutations < 0 or n_bootstrap < 1:
         raise ValueError("n_permutations must be >= 0 and n_bootstrap >= 1.")
@@ -451,4 +452,5 @@ def run_pls_feature_figures(
         "alignment": alignment,
         "stats": stats,
         "axis": axis,
+        "scores": fit.scores,
     }

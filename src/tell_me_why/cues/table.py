@@ -9,7 +9,6 @@ name (``register_feature_score``) or loaded from ``module:function`` (``load_fea
 from __future__ import annotations
 
 import importlib
-import os
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,6 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .._utils.devices import available_cpus
 from .._utils.files import PATH_COLUMN
 from .decoding import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError, decode_image
 from .definitions import BUILTIN_CUES, ORIGINAL_SCORE_NAMES, CueFunction, ImageBatch, PixelCue
@@ -279,7 +279,7 @@ def compute_feature_score_table(
     policy = _resolve_policy(on_error)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
+    workers = num_workers if num_workers is not None else min(8, available_cpus())
     if workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}.")
     paths = _as_path_list(image_paths)

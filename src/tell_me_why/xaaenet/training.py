@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.tracker import EarlyStoppingCallback
@@ -18,8 +19,10 @@ from fastai.learner import Learner
 from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
 
+from .._utils.classifier import eval_mode
 from .._utils.files import load_weights, save_weights, write_json
 from .._utils.settings import Settings, SettingsError, check_choice, check_int
+from .._utils.stats import better_than_chance
 from .callbacks import (
     AddGaussianNoise,
     BatchGradientAccumulation,
@@ -56,7 +59,8 @@ class TrainSettings(Settings):
     ae_recons_weight: float = 0.4
     ae_adv_weight: float = 0.6
     classif_recons_weight: float = 0.599
-    classif_class_weight: float = 0.001
+    # The original 0.001 leaves short runs at chance: see "Loss weights" in docs/xaaenet.md.
+    classif_class_weight: float = 0.1
     classif_adv_weight: float = 0.4
     lr_max: float = 1e-4
     lr_max_factor: float = 3.0
@@ -293,6 +297,25 @@ def _check_same_training(saved: dict | None, settings: TrainSettings) -> None:
 _DEFAULT = TrainSettings()
 
 
+@torch.no_grad()
+def _chance_verdict(model: ExplainableModel, dls: DataLoaders) -> dict:
+    """`better_than_chance` of the model's validation predictions, logged as a warning when it is not."""
+    predicted, targets = [], []
+    with eval_mode(model):
+        for xb, yb in dls.valid:
+            predicted.append(model(xb).argmax(1).cpu())
+            targets.append(yb.view(-1).cpu())
+    verdict = better_than_chance(torch.cat(targets).numpy(), torch.cat(predicted).numpy())
+    if not verdict["better_than_chance"]:
+        logger.warning(
+            "The classifier is NOT better than chance after the classifier phase: validation accuracy %.1f%% on %d "
+            "images against %.1f%% for always answering the majority class (binomial p = %.3f). Its latent space "
+            "explains nothing about the task: train longer (epochs_classif), raise classif_class_weight or lr_max, "
+            "or check the labels.", 100 * verdict["accuracy"], verdict["images"], 100 * verdict["majority_rate"],
+            verdict["p_value"])
+    return verdict
+
+
 def _validation_latents(model, dls: DataLoaders):
     data = extract_latents(model, dls.valid)
     return data.z, data.targets
@@ -359,6 +382,12 @@ def train_xaaenet(
     lr_max, lr_max_factor
         Largest learning rate (decoder, latent, critic and classifier); the encoder uses
         ``lr_max / lr_max_factor``. Used by every phase (phase 2 peaks at it).
+    ae_recons_weight, ae_adv_weight, classif_recons_weight, classif_class_weight, classif_adv_weight
+        Weights of the loss terms of phases 2 and 3. Adam makes each parameter's step blind to the scale of its
+        gradient, so a weight acts through its ratio to the other weights on the parameters the terms share (the
+        encoder and the latent head): ``classif_class_weight`` is how much the classification shapes ``z``
+        against reconstruction and the prior. The default 0.1 (the original's 0.001 left a short run at chance)
+        gives it about a third of the encoder's gradient at the start of phase 3.
     grad_accum
         Step the optimizer once every ``grad_accum`` batches.
     adv_low_threshold, adv_high_threshold
@@ -392,8 +421,10 @@ def train_xaaenet(
 
     Returns
     -------
-    The phase-3 ``Learner``; ``learn.xaaenet_history`` lists each phase's epochs, times and metrics and
-    ``learn.latent_path`` the Parquet table (or ``None``).
+    The phase-3 ``Learner``; ``learn.xaaenet_history`` lists each phase's epochs, times and metrics (the last
+    one also holds ``validation``, the binomial test of the validation accuracy against always answering the
+    majority class, logged as a WARNING when the classifier is not better than chance) and ``learn.latent_path``
+    the Parquet table (or ``None``).
     """
     given = {name: value for name, value in locals().items() if name in TrainSettings.names()}
     if settings is None:
@@ -491,6 +522,7 @@ def train_xaaenet(
                    _lower_is_better(settings.classif_monitor), settings.patience,
                    [LatentCriticStep(settings.lr_max)] if settings.critic_in_later_phases else [])
     history.append(_run_phase(phase, models_dir, state, settings.resume, shared_cbs))
+    history[-1]["validation"] = _chance_verdict(model, dls)
     figure_after("classifier", settings.classif_fname)
 
     learn.xaaenet_history = history
