@@ -22,9 +22,9 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 # OpenMP threads spin after each parallel region, waiting for work; on a shared machine the spinning eats the time
-# slices the other threads need. A ResNet-18 training step (64 px, 2 threads, 2 cores) took 0.16 s alone and 2.7 s
-# beside two busy processes with libgomp's default spin (300,000), against 0.41 s with 10,000 and 0.48 s with
-# passive waiting (which costs 35 % alone); 10,000 costs nothing alone (docs/benchmarks.md). OpenMP reads this
+# slices the other threads need. A ResNet-18 training step (64 px, 2 threads, 2 cores) beside three busy processes
+# took 8.0x its time alone with libgomp's default spin (300,000), 3.5x with 10,000 and 2.7x with passive waiting,
+# which costs 25 % alone where 10,000 costs nothing (bench/bench_threads.py, docs/benchmarks.md). OpenMP reads this
 # once, when torch loads it: set here, before the import below loads torch, unless the user (either variable) or
 # an earlier import of torch has settled it.
 if "torch" not in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
