@@ -26,6 +26,10 @@ screenshots: $(STAMP) browser
 	$(PY) docs/report_screenshot.py demo_output/report.html docs/images/report_top.png --height 1500
 	$(PY) docs/report_screenshot.py demo_output/report.html docs/images/report_pixel_cues.png \
 	  --section pixel-cues --height 2600
+	$(PY) docs/report_screenshot.py demo_output/report.html docs/images/report_axis_images.png \
+	  --section axis-images --height 2000
+	$(PY) docs/report_screenshot.py demo_output/report.html docs/images/report_local.png \
+	  --section local-explanations --height 2600
 
 # The report test renders report.html in Debian's headless Chromium; installed here when missing (needs root).
 browser:

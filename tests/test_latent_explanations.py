@@ -314,3 +314,6 @@ def test_a_run_explains_its_latent_space_in_the_report_and_with_tmw_explain(fini
     assert main(["explain", "--out", str(out), "--images", str(data / "dark"), "--model", str(saved / "x.pt"),
                  "--methods", "counterfactual"]) == 2
     assert "has no decoder" in capsys.readouterr().err
+    # Other methods need images: said, not silently skipped.
+    assert main(["explain", "--out", str(copy), "--methods", "counterfactual,gradcam"]) == 2
+    assert "--methods gradcam explain images given with --images" in capsys.readouterr().err

@@ -233,9 +233,13 @@ def main(argv: list[str] | None = None) -> int:
 def _run_command(args: argparse.Namespace) -> int:
     try:
         if args.command == "explain" and LATENT_METHOD in _methods(args):
-            print(f"\n[tmw] done. Latent explanations: {_explain_latent(args)}")
             others = [m for m in _methods(args) if m != LATENT_METHOD]
-            if others and args.images is not None:
+            if others and args.images is None:
+                raise ValueError(f"--methods {','.join(others)} explain images given with --images; without "
+                                 f"them only {LATENT_METHOD} runs (on the validation images). Add --images or "
+                                 f"drop {','.join(others)}.")
+            print(f"\n[tmw] done. Latent explanations: {_explain_latent(args)}")
+            if others:
                 print(f"\n[tmw] done. Explanations: {_explain_images(args, others)}")
             return 0
         if args.command == "explain" and (args.images is not None or args.model is not None):
