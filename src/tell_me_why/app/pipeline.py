@@ -513,25 +513,25 @@ class Run:
         # The neutral mask and the contrast references, from the validation images.
         explainer.calibrate(inputs, names=[Path(p).name for p in paths])
         store = ResultsStore(out / "explanations.sqlite")
-        causal, causal_notes, causal_results = [], [], []
         vocab = list(self.dataloaders().vocab)
+        causal_results = []
         for index, image in tqdm(list(zip(chosen, images)), desc="Causal explanations", unit="img"):
             result = explainer.explain(image, paths=[str(paths[index])])
             result.path = str(paths[index])
             store.add(result)
-            causal.append(torch.from_numpy(result.responsibility).float()[None])
-            causal_notes.append(_causal_caption(result, vocab))
             causal_results.append(result)
-        maps["Causal responsibility"] = torch.stack(causal)
+        maps["Causal responsibility"] = torch.stack([torch.from_numpy(r.responsibility).float()[None]
+                                                     for r in causal_results])
         contrastive = sum("contrast_class" in result.stats for result in causal_results)
         empty = sum(result.explanation is None for result in causal_results)
         notes["Causal responsibility"] = (
             f"Hidden pixels take {explainer.neutral_mask or explainer.settings.mask_value}, the mask this model "
-            f"finds closest to undecided; {contrastive} of {len(causal_notes)} maps are explained against a "
+            f"finds closest to undecided; {contrastive} of {len(causal_results)} maps are explained against a "
             f"reference of the other class (with every pixel hidden the model already gave the image's class), "
             f"{empty} stay empty" + (" (the reason is under each)" if empty else ""))
-        captions = [f"{Path(paths[i]).name}\ntrue {vocab[int(t)]}, predicted {vocab[int(p)]}" + note
-                    for i, t, p, note in zip(chosen, labels, guesses, causal_notes)]
+        captions = [f"{Path(paths[i]).name}\ntrue {vocab[int(t)]}, predicted {vocab[int(p)]}"
+                    + _causal_caption(result, vocab)
+                    for i, t, p, result in zip(chosen, labels, guesses, causal_results)]
         save_gallery(images, maps, captions, out / "gallery.png")
         trust = {"validation_accuracy": float((predicted == targets).float().mean()),
                  "images": [str(paths[i]) for i in chosen], "deletion_auc": {}, "insertion_auc": {},
