@@ -189,3 +189,75 @@ def test_predictions_keep_the_true_class_when_it_is_known(finished_run, tmp_path
     assert main(["explain", "--out", str(out), "--images", str(unknown), "--methods", "saliency",
                  "--save", str(tmp_path / "other")]) == 0
     assert "true" not in pd.read_csv(tmp_path / "other" / "predictions.csv").columns  # nothing says their class
+
+
+def test_quick_is_a_preset_that_explicit_settings_override(tmp_path):
+    from tell_me_why.app.cli import _settings, build_parser
+    from tell_me_why.app.pipeline import QUICK, RunSettings
+
+    def settings(*flags: str):
+        return _settings(build_parser().parse_args(["run", str(tmp_path), *flags]))
+
+    quick = settings("--quick")
+    assert {name: getattr(quick, name) for name in QUICK} == QUICK
+    assert all(QUICK[name] != getattr(RunSettings(), name) for name in QUICK)  # each value changes something
+    overridden = settings("--quick", "--epochs-classif", "7", "--size", "48")
+    assert overridden.epochs_classif == 7 and overridden.size == 48 and overridden.epochs_ae == QUICK["epochs_ae"]
+    config = tmp_path / "tmw.toml"
+    config.write_text("epochs_ae = 5\n")
+    from_file = settings("--quick", "--config", str(config))
+    assert from_file.epochs_ae == 5 and from_file.epochs_adv == QUICK["epochs_adv"]
+    assert settings().epochs_classif == RunSettings().epochs_classif  # no preset without --quick
+
+
+def test_every_quick_value_is_documented():
+    from pathlib import Path
+
+    from tell_me_why.app.pipeline import QUICK
+
+    docs = (Path(__file__).parents[1] / "docs" / "tmw.md").read_text()
+    section = docs[docs.index("## A first look: `--quick`"):]
+    for name, value in QUICK.items():
+        assert f"| `{name}` | {value} |" in section, name
+
+
+@pytest.mark.slow
+def test_a_run_on_grey_images_trains_one_channel_and_records_its_baselines(tmp_path, capsys, monkeypatch):
+    """Grey data found by the data step (RGB files with R = G = B): one input channel, said in the summary and the
+    report; the encoder baseline and what --pretrained auto came to are recorded in validation.json."""
+    import urllib.error
+
+    from safetensors.torch import load_file
+
+    from tell_me_why.app.pipeline import Run, RunSettings
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    monkeypatch.setattr("tell_me_why.xaaenet.encoders.download_to_cache", no_network)
+    rng = np.random.default_rng(0)
+    for label, brightness in (("dark", 60), ("light", 190)):
+        for i in range(10):
+            grey = np.clip(rng.normal(brightness, 20, (32, 32)), 0, 255).astype(np.uint8)
+            (tmp_path / "data" / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "data" / label / f"{label}_{i}.png")
+    out = tmp_path / "run"
+    assert main(["run", str(tmp_path / "data"), "--out", str(out), *TINY, "--pretrained", "auto", "--baseline"]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads((out / "data.json").read_text())["grey"] is True
+    assert Run.open(out).grey  # a reopened run reads the same verdict
+    assert load_file(out / "models" / "xaaenet_classif.safetensors")["encoder.0.weight"].shape[1] == 1
+    assert "grey images: trained on one channel" in printed
+    report = (out / "report.html").read_text()
+    assert "grey images: trained on one channel" in report
+    validation = json.loads((out / "validation.json").read_text())
+    assert validation["encoder_weights"] == {"encoder": "resnet18", "requested": "auto", "imagenet": False}
+    assert "--pretrained auto fell back" in printed and "--pretrained auto fell back" in report
+    baseline = validation["encoder_cross_entropy"]
+    assert 0 <= baseline["accuracy"] <= 1 and baseline["seconds"] > 0 and baseline["epochs"] == 3  # 1 + 1 + 1
+    assert "the same encoder with cross-entropy alone" in printed and "cross-entropy alone" in report
+    assert "kept epoch" in report and "classifier kept epoch 1" in printed
+    # tmw's default patience reaches the training (the early stopping itself is tested in test_training.py).
+    state = json.loads((out / "models" / "xaaenet_state.json").read_text())
+    assert state["settings"]["patience"] == RunSettings().patience == 3

@@ -101,3 +101,48 @@ def test_pets_file_name_rule(tmp_path):
     assert all((label == "cat") == path.name[0].isupper() for path, label in zip(data.paths, data.labels))
     with pytest.raises(DataSourceError, match="Unknown labelling rule 'birds'"):
         from_filename_rule(tmp_path / "pets", rule="birds")
+
+
+def _pixels(path, pixels, mode=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels, mode).save(path)
+    return path
+
+
+def _grey_folder(root, colour_image=False):
+    """Textured images whose three channels are equal (saved as RGB), and single-channel ones."""
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        for i in range(6):
+            grey = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+            if i % 2:
+                _pixels(root / name / f"{name}_{i}.png", grey)  # mode L
+            else:
+                _pixels(root / name / f"{name}_{i}.png", np.stack([grey] * 3, -1))  # RGB, R = G = B
+    if colour_image:
+        pixels = np.stack([rng.integers(0, 256, (16, 16), dtype=np.uint8)] * 3, -1)
+        pixels[3, 5, 2] ^= 1  # one pixel of one channel differs: the image has colour
+        _pixels(root / "dog" / "dog_colour.png", pixels)
+    return root
+
+
+def test_the_data_says_whether_every_image_is_grey(tmp_path):
+    assert from_folder(_grey_folder(tmp_path / "grey")).grey is True
+    assert from_folder(_grey_folder(tmp_path / "mixed", colour_image=True)).grey is False
+    # An unreadable file is skipped and has no say in the verdict.
+    (tmp_path / "grey" / "cat" / "broken.png").write_bytes(b"not a png")
+    data = from_folder(tmp_path / "grey")
+    assert data.grey is True and len(data.skipped) == 1
+
+
+def test_the_grey_verdict_is_the_colour_cues_rule(tmp_path):
+    """The data step and the colour cues (NaN on grey images) decide with one rule, image by image."""
+    from tell_me_why.cues.decoding import decode_image
+    from tell_me_why.cues.definitions import ImageBatch
+
+    root = _grey_folder(tmp_path / "mixed", colour_image=True)
+    paths = sorted(root.rglob("*.png"))
+    decoded = [decode_image(p) for p in paths]
+    per_image = [image.is_grey for image in decoded]
+    assert per_image.count(False) == 1 and not per_image[paths.index(root / "dog" / "dog_colour.png")]
+    assert ImageBatch(decoded).is_grey.tolist() == per_image

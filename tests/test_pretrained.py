@@ -117,6 +117,7 @@ def _offline(monkeypatch):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    monkeypatch.setattr("tell_me_why.xaaenet.encoders.download_to_cache", no_network)
 
 
 def test_auto_falls_back_to_random_weights_with_one_logged_line(monkeypatch, caplog):
@@ -228,3 +229,33 @@ def test_pretrained_features_tell_real_faces_from_non_faces_and_random_ones_do_n
         accuracy[pretrained] = cross_val_score(probe, torch.cat(features).numpy(), torch.cat(labels).numpy(),
                                                cv=5).mean()
     assert accuracy[True] >= 0.9 and accuracy[False] <= 0.7, accuracy
+
+
+def test_the_model_says_whether_auto_found_the_imagenet_weights(monkeypatch):
+    _offline(monkeypatch)
+    assert AAE(input_size=32, encoding_dims=8, encoder="resnet18", pretrained="auto").imagenet_weights is False
+    assert AAE(input_size=32, encoding_dims=8, encoder="efficientnet_lite0", pretrained="auto").imagenet_weights
+    assert AAE(input_size=32, encoding_dims=8, encoder="efficientnet_lite0", pretrained=False).imagenet_weights is False
+
+
+def test_a_download_that_gets_no_answer_gives_up_after_its_timeout(tmp_path):
+    """A host whose firewall swallows the connection must not hang ``--pretrained auto``: each network wait of the
+    download is bounded, and nothing is left in the cache."""
+    import socket
+    import time
+
+    from tell_me_why.xaaenet.encoders import download_to_cache
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # the connection is accepted by the kernel, and no answer ever comes
+    try:
+        started = time.perf_counter()
+        with pytest.raises(OSError):
+            download_to_cache(f"http://127.0.0.1:{silent.getsockname()[1]}/weights.pth", tmp_path, timeout=0.5)
+        assert time.perf_counter() - started < 5
+    finally:
+        silent.close()
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "cached.pth").write_bytes(b"weights")  # a file already in the cache needs no network at all
+    assert download_to_cache("http://127.0.0.1:1/cached.pth", tmp_path, timeout=0.5) == tmp_path / "cached.pth"

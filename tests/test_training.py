@@ -313,3 +313,95 @@ def test_a_classifier_at_chance_is_a_logged_warning_and_a_learnt_one_is_not(trai
     assert len(warnings) == 1 and warnings[0].name == "tell_me_why.xaaenet.training"
     # The planted cue, learnt: its verdict says so.
     assert trained["learn"].xaaenet_history[-1]["validation"]["better_than_chance"]
+
+
+def _tiny_dls(planted_root):
+    """Fresh 32 px dataloaders over the planted images (each run draws its shuffling from its own loaders)."""
+    from tell_me_why.app.data import folder_dataloaders
+
+    return folder_dataloaders(planted_root, size=32, bs=16, seed=3)
+
+
+TINY_TRAINING = dict(lr_max=1e-3, grad_accum=1, save_tsne=False, save_pls=False, extract_latent=False, seed=0)
+
+
+def test_a_phase_of_zero_epochs_is_skipped_and_passes_its_weights_on(planted_root, small_model, tmp_path, caplog):
+    model = small_model(input_size=32, encoding_dims=8)
+    initial = {name: value.clone() for name, value in model.state_dict().items()}
+    with caplog.at_level("INFO", logger="tell_me_why"):
+        learn = train_xaaenet(model, _tiny_dls(planted_root), epochs_adv=0, epochs_ae=0, epochs_classif=1,
+                              models_dir=tmp_path, **TINY_TRAINING)
+    adversarial, autoencoder, classifier = learn.xaaenet_history
+    for skipped in (adversarial, autoencoder):
+        assert skipped["skipped"] and skipped["epochs_run"] == 0 and skipped["values"] == []
+        assert skipped["best_epoch"] is None and not skipped["stopped_early"]
+    assert not classifier["skipped"] and classifier["epochs_run"] == 1
+    # The skipped phases hand the initial weights on unchanged; the classifier phase then trains them.
+    for fname in ("xaaenet_adv", "xaaenet_ae"):
+        probe = small_model(input_size=32, encoding_dims=8, seed=9)
+        load_weights(probe, tmp_path / f"{fname}.safetensors")
+        assert all(torch.equal(initial[k], v) for k, v in probe.state_dict().items()), fname
+    assert not torch.equal(initial["linear.weight"], model.state_dict()["linear.weight"])
+    assert "Phase 1/3 adversarial: skipped (0 epochs)" in caplog.text
+    # A resumed run finds the skipped phases finished.
+    again = train_xaaenet(small_model(input_size=32, encoding_dims=8), _tiny_dls(planted_root), epochs_adv=0,
+                          epochs_ae=0, epochs_classif=1, models_dir=tmp_path, resume=True, **TINY_TRAINING)
+    assert [phase.get("resumed", False) for phase in again.xaaenet_history] == [True, True, True]
+
+
+# Validation cross-entropy of each classifier epoch, imposed on the recorder (before the best-epoch and early-stopping
+# callbacks read it): the best is epoch 1, then two epochs without a better one stop the phase at patience 2.
+SCRIPTED_CE = [0.5, 0.3, 0.4, 0.35, 0.1, 0.05]
+
+
+class ScriptedClassifierLoss(Callback):
+    order = 55  # after the Recorder (50) has logged the epoch, before the trackers (60)
+
+    def after_epoch(self):
+        names = self.recorder.metric_names[1:-1]
+        if "classif_loss" in names:
+            self.recorder.values[-1][names.index("classif_loss")] = SCRIPTED_CE[self.epoch]
+
+
+class InterruptClassifierAfterEpoch(Callback):
+    order = 101  # after the epoch's resume checkpoint (EpochCheckpoint, 100) is written
+
+    def __init__(self, epoch: int):
+        self.epoch_to_stop = epoch
+
+    def after_epoch(self):
+        if "classif_loss" in self.recorder.metric_names and self.epoch == self.epoch_to_stop:
+            raise Interrupt(f"stopped after classifier epoch {self.epoch}")
+
+
+def test_early_stopping_keeps_the_best_epoch_and_resumes_identically(planted_root, small_model, tmp_path, caplog):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    options = dict(epochs_adv=1, epochs_ae=1, epochs_classif=len(SCRIPTED_CE), patience=2, **TINY_TRAINING)
+    with caplog.at_level("INFO", logger="tell_me_why"):
+        reference = train_xaaenet(small_model(input_size=32, encoding_dims=8), _tiny_dls(planted_root),
+                                  models_dir=tmp_path / "reference", cbs=[ScriptedClassifierLoss()], **options)
+    classifier = reference.xaaenet_history[-1]
+    assert classifier["stopped_early"] and classifier["epochs_run"] == 4 and classifier["epochs_planned"] == 6
+    assert classifier["best_epoch"] == 1 and classifier["best_value"] == pytest.approx(0.3)
+    assert "stopped early (no better classif_loss in 2 epoch(s)); kept epoch 2 of 4" in caplog.text
+    checkpoint = tmp_path / "reference" / "xaaenet_classif.safetensors"
+    with safe_open(str(checkpoint), framework="pt") as handle:
+        assert handle.metadata()["epoch"] == "1"  # the kept weights are those of the best epoch, not the last
+    assert all(torch.equal(value, reference.model.state_dict()[name]) for name, value in load_file(checkpoint).items())
+
+    # Stopped after classifier epoch 2 (one epoch into the plateau) and resumed: the same stop, the same weights.
+    resumed_dir = tmp_path / "resumed"
+    with pytest.raises(Interrupt):
+        train_xaaenet(small_model(input_size=32, encoding_dims=8), _tiny_dls(planted_root), models_dir=resumed_dir,
+                      cbs=[ScriptedClassifierLoss(), InterruptClassifierAfterEpoch(2)], **options)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="tell_me_why"):
+        resumed = train_xaaenet(small_model(input_size=32, encoding_dims=8, seed=4), _tiny_dls(planted_root),
+                                models_dir=resumed_dir, resume=True, cbs=[ScriptedClassifierLoss()], **options)
+    assert "classifier: continuing after epoch 2 of an interrupted run" in caplog.text  # not a rerun of the phase
+    kept = ("values", "best_epoch", "best_value", "epochs_run", "stopped_early")
+    assert ({k: resumed.xaaenet_history[-1][k] for k in kept} == {k: classifier[k] for k in kept})
+    theirs = load_file(resumed_dir / "xaaenet_classif.safetensors")
+    assert all(torch.equal(value, theirs[name]) for name, value in load_file(checkpoint).items())

@@ -22,6 +22,7 @@ __all__ = [
     "planted_evidence_images",
     "SmallCNN",
     "train_small_cnn",
+    "train_classifier",
     "write_planted_cue_dataset",
     "PLANTED_CUES",
 ]
@@ -94,8 +95,16 @@ def train_small_cnn(data: PlantedEvidence, epochs: int = 4, seed: int = 0, lr: f
     with torch.random.fork_rng():  # initial weights from the seed; the caller's random state untouched
         torch.manual_seed(seed)
         model = SmallCNN(channels=data.images.shape[1])
+    return train_classifier(model, data, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size)
+
+
+def train_classifier(model: nn.Module, data: PlantedEvidence, epochs: int = 4, seed: int = 0, lr: float = 3e-3,
+                     batch_size: int = 32) -> nn.Module:
+    """Train any 2-logit ``model`` on ``data`` with Adam and cross-entropy (batches in a seeded order); returns it
+    in eval mode."""
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
+    model.train()
     for _ in range(epochs):
         order = torch.randperm(len(data.labels), generator=generator)
         for start in range(0, len(order), batch_size):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["default_device", "available_cpus"]
+__all__ = ["default_device", "module_device", "available_cpus"]
 
 _CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
@@ -27,6 +27,15 @@ def available_cpus() -> int:
     except (OSError, ValueError):
         pass
     return max(1, count)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter (else its first buffer); the CPU for a module without either."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
 
 
 def default_device() -> torch.device:

@@ -14,7 +14,7 @@ from .._utils.files import CheckpointError, DirectoryLocked
 from ..xaaenet.encoders import PretrainedWeightsUnavailable
 from .explain_images import IMAGE_METHODS, NORMALISATIONS, PixelSpaceClassifier
 from .latent import LATENT_METHOD
-from .pipeline import Run, RunSettings
+from .pipeline import QUICK, Run, RunSettings
 
 EXAMPLES = {
     "run": """examples:
@@ -24,6 +24,8 @@ EXAMPLES = {
   tmw run pets/ --data-format rule --label-rule pets
   tmw run photos/ --config tmw.toml    # settings from a TOML file (flags override it)
   tmw run photos/ --cues my_cues:leaf_area,my_cues:stem_width   # pixel cues of your own (module:function)
+  tmw run --quick                      # a first look in about a minute (small images, few epochs)
+  tmw run photos/ --baseline           # also train the same encoder with cross-entropy alone, to compare
 Running again with the same --out resumes after the last finished step.""",
     "step": """examples:
   tmw {step} --out runs/cats          # (re)do this step of an existing run (the earlier steps run if missing)""",
@@ -55,6 +57,10 @@ def _int_or_word(value: str) -> int | str:
 def _add_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("tmw_run"), help="run directory (default: ./tmw_run)")
     parser.add_argument("--config", type=Path, help="TOML file of settings (flags override it)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a first look in about a minute on the demo: "
+                             + ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in QUICK.items())
+                             + " (--config and flags override these; see docs/tmw.md)")
     for field in fields(RunSettings):
         if field.name == "data":
             continue
@@ -154,14 +160,16 @@ def _explain_images(args: argparse.Namespace, methods: list[str] | None = None) 
 
 
 def _settings(args: argparse.Namespace, base: dict | None = None) -> RunSettings:
-    """Settings from ``base`` (a run's saved ones), then ``--config``, then the flags given."""
+    """Settings from ``base`` (a run's saved ones), then the ``--quick`` preset, then ``--config``, then the flags
+    given: what is said explicitly overrides the preset."""
     given = {f.name: getattr(args, f.name) for f in fields(RunSettings)
              if f.name != "data" and getattr(args, f.name, None) is not None}
     if getattr(args, "data", None) is not None:
         given["data"] = str(Path(args.data).resolve())
     from_file = RunSettings.toml_values(args.config) if args.config is not None else {}
+    preset = QUICK if getattr(args, "quick", False) else {}
     source = str(args.config) if args.config is not None else "the command line"
-    return RunSettings.from_mapping({**(base or {}), **from_file, **given}, source=source)
+    return RunSettings.from_mapping({**(base or {}), **preset, **from_file, **given}, source=source)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,7 +200,7 @@ def _open_run(args: argparse.Namespace) -> Run:
     if args.command != "run" and not exists:
         raise FileNotFoundError(f"{args.out} holds no tmw run: tmw {args.command} works on an existing run "
                                 f"directory. Check --out, or start a run with tmw run DATA --out {args.out}.")
-    given = any(getattr(args, f.name, None) is not None for f in fields(RunSettings))
+    given = any(getattr(args, f.name, None) is not None for f in fields(RunSettings)) or args.quick
     if not given and args.config is None and exists:
         return Run.open(args.out)
     # A step of an existing run starts from the run's settings; the flags change only what they name.

@@ -67,12 +67,14 @@ LABEL_RULES: dict[str, Callable[[Path], str]] = {"pets": _pets_rule}
 
 @dataclass
 class LabelledImages:
-    """Image paths with one of exactly two class labels; ``skipped`` lists unreadable files and why."""
+    """Image paths with one of exactly two class labels; ``skipped`` lists unreadable files and why; ``grey`` says
+    whether every readable image is grey (``DecodedImage.is_grey``; ``None`` when the images were not checked)."""
 
     paths: list[Path]
     labels: list[str]
     source: str
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    grey: bool | None = None
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -131,21 +133,22 @@ def decoded_image_type(grey: bool, reduce_above: int | None = None, max_pixels: 
     return DecodedImage
 
 
-def _unreadable(paths: Sequence[Path], max_pixels: int | None) -> list[tuple[Path, str]]:
-    """Every file decoded once, in threads (Pillow decodes without the GIL): those that cannot be, and why."""
+def _checked(paths: Sequence[Path], max_pixels: int | None) -> list[str | bool]:
+    """Every file decoded once, in threads (Pillow decodes without the GIL): for each, why it cannot be read, or
+    whether it is grey (read while its pixels are at hand, so that no image is decoded twice for it)."""
 
-    def reason(path: Path) -> str | None:
+    def check(path: Path) -> str | bool:
         try:  # the whole file is read and decoded; the pixels kept are shrunk (memory stays small)
-            decode_image(path, max_pixels=max_pixels, reduce_above=_CHECK_PIXELS)
+            decoded = decode_image(path, max_pixels=max_pixels, reduce_above=_CHECK_PIXELS)
         except ImageDecodeError as error:
             return str(error.__cause__ or error)
-        return None
+        # A box filter shrinks each plane alike, so R = G = B survives the shrinking: the verdict is exact.
+        return decoded.is_grey
 
     workers = min(4, available_cpus())
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = list(tqdm(pool.map(reason, paths), total=len(paths), desc="Checking images", unit="img",
-                            disable=len(paths) < 500))
-    return [(path, why) for path, why in zip(paths, reasons) if why is not None]
+        return list(tqdm(pool.map(check, paths), total=len(paths), desc="Checking images", unit="img",
+                         disable=len(paths) < 500))
 
 
 def _listing(items: list[tuple[Path, str]]) -> str:
@@ -166,7 +169,8 @@ def _validated(paths: list[Path], labels: list[str], source: str, on_unreadable:
                               f"found {len(classes)}: {found}.")
     if class_a is not None and class_a not in classes:  # before any image is decoded
         raise DataSourceError(f"--class-a {class_a!r} is not one of the classes {sorted(classes)} found in {source}.")
-    bad = _unreadable(paths, max_pixels)
+    checks = _checked(paths, max_pixels)
+    bad = [(path, why) for path, why in zip(paths, checks) if isinstance(why, str)]
     if bad and on_unreadable == "raise":
         raise DataSourceError(f"{len(bad)} unreadable image(s) in {source}:\n{_listing(bad)}\n"
                               f"Fix or remove them, or choose to skip unreadable files.")
@@ -177,7 +181,8 @@ def _validated(paths: list[Path], labels: list[str], source: str, on_unreadable:
     if small:
         raise DataSourceError(f"Too few readable images in {source}: {small} (at least {min_per_class} per class "
                               f"are needed to train and validate).")
-    return LabelledImages([p for p, _ in kept], [label for _, label in kept], source, bad)
+    grey = all(check for check in checks if not isinstance(check, str))
+    return LabelledImages([p for p, _ in kept], [label for _, label in kept], source, bad, grey)
 
 
 def _is_excluded(folder: Path, excluded: set[Path]) -> bool:

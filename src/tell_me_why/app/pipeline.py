@@ -27,13 +27,13 @@ from tqdm.auto import tqdm
 from .._utils.files import DirectoryLock, atomic_path, load_weights, write_json, write_parquet
 from .._utils.settings import Settings, SettingsError, check_choice, check_int
 from .._utils.stats import better_than_chance
-from .baselines import pixel_logistic_regression
+from .baselines import encoder_cross_entropy, pixel_logistic_regression
 from .data import DEFAULT_MAX_PIXELS, DataSourceError, LabelledImages, from_csv, from_filename_rule, from_folder
 
 if TYPE_CHECKING:
     from ..cues.definitions import PixelCue
 
-__all__ = ["RunSettings", "Run", "STEPS", "better_than_chance", "chance_warning"]
+__all__ = ["RunSettings", "Run", "STEPS", "QUICK", "better_than_chance", "chance_warning", "baseline_sentence"]
 
 STEPS = ("data", "train", "features", "interpret", "explain", "report")
 MIN_VALID_PER_CLASS = 2
@@ -47,15 +47,55 @@ logger = logging.getLogger(__name__)
 
 
 def baseline_sentence(verdict: dict) -> str:
-    """xAAEnet's validation accuracy beside the pixel logistic regression's, saying when xAAEnet is worse."""
-    ours, pixels = verdict["accuracy"], verdict.get("pixel_logistic_regression")
-    if pixels is None:  # a run trained before baselines were recorded
+    """xAAEnet's validation accuracy beside the plain baselines' (``validation.json``): the logistic regression on
+    the pixels and, with ``--baseline``, the same encoder trained with cross-entropy alone; saying when xAAEnet is
+    worse than either."""
+    ours = verdict["accuracy"]
+    # (what the sentence calls the baseline beside the accuracy, what it calls it when xAAEnet is worse, accuracy)
+    baselines = []
+    if verdict.get("pixel_logistic_regression") is not None:
+        baselines.append(("logistic regression on the pixels", "a linear model of the pixels",
+                          verdict["pixel_logistic_regression"]))
+    if verdict.get("encoder_cross_entropy") is not None:
+        encoder = verdict["encoder_cross_entropy"]
+        ours_seconds = (f" against xAAEnet's {verdict['xaaenet_seconds']:.0f} s"
+                        if verdict.get("xaaenet_seconds") is not None else "")
+        baselines.append((f"the same encoder with cross-entropy alone, {encoder['seconds']:.0f} s{ours_seconds}",
+                          "the same encoder trained with cross-entropy alone", encoder["accuracy"]))
+    if not baselines:  # a run trained before baselines were recorded
         return f"validation accuracy: {ours:.1%}"
-    sentence = f"validation accuracy: {ours:.1%} (logistic regression on the pixels: {pixels:.1%})"
-    if ours < pixels:
-        sentence += (f". xAAEnet is {pixels - ours:.1%} worse than a linear model of the pixels: its explanations "
-                     f"describe a weaker model than a plain one")
+    sentence = (f"validation accuracy: {ours:.1%} ("
+                + "; ".join(f"{name}: {accuracy:.1%}" for name, _, accuracy in baselines) + ")")
+    worse = [f"{accuracy - ours:.1%} worse than {name}" for _, name, accuracy in baselines if ours < accuracy]
+    if worse:
+        sentence += (f". xAAEnet is {' and '.join(worse)}: its explanations describe a weaker model than a plain "
+                     f"one")
     return sentence
+
+
+def channels_note(settings_grey: bool | None, data_grey: bool | None, model_grey: bool) -> str:
+    """How the run reads colour, in a few words for the summary and the report ("" for colour images read in
+    colour)."""
+    if model_grey:
+        if settings_grey is None:
+            return "grey images: trained on one channel"
+        colour = "" if data_grey else ", the images' colour left out"
+        return f"trained on one channel (grey levels, --grey){colour}"
+    if data_grey:
+        return "grey images, trained on three equal channels (--no-grey)"
+    return ""
+
+
+def pretrained_note(record: dict | None) -> str:
+    """What ``--pretrained`` came to (``validation.json``'s ``encoder_weights``), in words; "" when not recorded."""
+    if not record:
+        return ""
+    if record["imagenet"]:
+        return f"encoder {record['encoder']}: ImageNet weights (--pretrained {record['requested']})"
+    if record["requested"] == "auto":
+        return (f"encoder {record['encoder']}: random initial weights, the ImageNet weights could not be had "
+                f"(--pretrained auto fell back)")
+    return f"encoder {record['encoder']}: random initial weights (--no-pretrained)"
 
 
 def chance_warning(verdict: dict) -> str:
@@ -90,7 +130,7 @@ class RunSettings(Settings):
     on_unreadable: str = "skip"
     class_a: str | None = None
     size: int = 64
-    grey: bool | None = None  # None: grey for the embedded faces, colour otherwise
+    grey: bool | None = None  # None: one channel when every image of the data is grey (the data step checks)
     encoder: str = "resnet18"
     pretrained: bool | Literal["auto"] = "auto"  # auto: ImageNet weights when they can be had, else random
     encoding_dims: int = 32
@@ -99,6 +139,9 @@ class RunSettings(Settings):
     epochs_adv: int = 3
     epochs_ae: int = 6
     epochs_classif: int = 8
+    # Early stopping: a phase ends after this many epochs without a better validation value, and every phase keeps
+    # its best epoch (classifier: validation cross-entropy; autoencoder: validation reconstruction loss).
+    patience: int = 3
     lr_max: float = 3e-3
     classif_class_weight: float = 0.1
     explain_images: int = 6
@@ -107,12 +150,14 @@ class RunSettings(Settings):
     seed: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
     cues: str | None = None  # your own pixel cues, "module:function[,module:function]"
+    # Also train the same encoder with cross-entropy alone (no decoder, no critic) on the same split, as a baseline.
+    baseline: bool = False
 
     def __post_init__(self) -> None:
         self.check_types()
         check_choice(self, "data_format", ("auto", "folder", "csv", "rule"))
         check_choice(self, "on_unreadable", ("skip", "raise"))
-        for name in ("size", "encoding_dims", "batch_size", "explain_images", "ig_steps", "max_pixels"):
+        for name in ("size", "encoding_dims", "batch_size", "explain_images", "ig_steps", "max_pixels", "patience"):
             check_int(self, name, minimum=1)
         if self.causal_iterations != "auto":
             check_int(self, "causal_iterations", minimum=1)
@@ -142,6 +187,19 @@ class RunSettings(Settings):
 
 # The ranking figure of a run shows the cues with the largest signed r2 (stats.csv lists every cue).
 RANKING_BARS = 25
+
+# `tmw run --quick`: a first look in about a minute on the demo (2 CPU cores); docs/tmw.md says why each value.
+# Flags and --config override it, and settings.json records the values (a run does not depend on the preset).
+QUICK: dict[str, int] = {
+    "size": 32,  # a quarter of the default's pixels; the demo's originals are 25 px, so it loses nothing there
+    "epochs_adv": 1,  # the critic's warm-up: one epoch gives the later phases a prior to hold z to
+    "epochs_ae": 2,  # enough for z to carry the image's coarse layout before the classifier reads it
+    "epochs_classif": 4,  # the demo's classifier had its best validation cross-entropy at epoch 2 or 3 of 4
+    "patience": 2,  # stop the classifier at its first plateau
+    "explain_images": 4,  # two per class in the gallery (causal maps and trust curves cost per image)
+    "ig_steps": 16,  # half the default's steps along Integrated Gradients' path: half its cost
+    "causal_iterations": 4,  # a fixed, small number of causal refinement rounds instead of "until it settles"
+}
 
 
 class Run:
@@ -243,11 +301,19 @@ class Run:
         verdict = self.chance_verdict()
         if verdict is not None and not verdict["better_than_chance"]:
             lines.append(f"[tmw] WARNING: {chance_warning(verdict)}")
-        if (self.dir / "data.json").is_file():
-            data = json.loads((self.dir / "data.json").read_text())
-            lines.append(f"[tmw] data: {data['counts']}, {len(data['skipped'])} unreadable file(s) skipped")
+        data = self._data_record()
+        if data is not None:
+            note = channels_note(self.settings.grey, data.get("grey"), self.grey)
+            lines.append(f"[tmw] data: {data['counts']}, {len(data['skipped'])} unreadable file(s) skipped"
+                         + (f"; {note}" if note else ""))
+        kept = self.kept_epochs()
+        if kept:
+            lines.append(f"[tmw] training: {kept}")
         if verdict is not None:
             lines.append(f"[tmw] {baseline_sentence(verdict)}")
+            weights = pretrained_note(verdict.get("encoder_weights"))
+            if weights:
+                lines.append(f"[tmw] {weights}")
         axis_path = self.dir / "interpretation" / "axis.json"
         if axis_path.is_file():
             axis = json.loads(axis_path.read_text())
@@ -283,9 +349,28 @@ class Run:
                                       max_pixels=s.max_pixels, class_a=s.class_a)
         return from_folder(source, s.on_unreadable, exclude=[self.dir], max_pixels=s.max_pixels, class_a=s.class_a)
 
+    def _data_record(self) -> dict | None:
+        """``data.json``, written by the data step (``None`` before it)."""
+        path = self.dir / "data.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    @property
+    def data_grey(self) -> bool | None:
+        """Whether every image of the data is grey (the data step's verdict; ``None`` before it, or for a run whose
+        data step predates the verdict)."""
+        record = self._data_record()
+        return None if record is None else record.get("grey")
+
     @property
     def grey(self) -> bool:
-        return self.settings.grey if self.settings.grey is not None else self.settings.data is None
+        """Whether the model reads one channel: ``--grey``/``--no-grey`` when given, else whether every image of the
+        data is grey (``data.json``, so that every later step and a reopened run agree). A run whose data step
+        predates that verdict keeps the rule it was trained with (grey for the embedded faces only), so that its
+        checkpoints still fit its model."""
+        if self.settings.grey is not None:
+            return self.settings.grey
+        data_grey = self.data_grey
+        return data_grey if data_grey is not None else self.settings.data is None
 
     @property
     def class_a(self) -> str:
@@ -342,7 +427,7 @@ class Run:
             epochs_adv=s.epochs_adv, epochs_ae=s.epochs_ae, epochs_classif=s.epochs_classif, lr_max=s.lr_max,
             classif_class_weight=s.classif_class_weight, grad_accum=1, models_dir=self.dir / "models",
             pls_target_class=self.class_a, show_latent_figures=False, latent_path=self.dir / "latents.parquet",
-            resume=True, seed=s.seed,
+            resume=True, seed=s.seed, patience=s.patience,
         )
 
     # -- steps ------------------------------------------------------------------------------------------------
@@ -355,8 +440,13 @@ class Run:
         write_json(self.dir / "data.json", {
             "source": data.source, "classes": list(data.classes), "counts": data.counts(),
             "skipped": [[str(p), reason] for p, reason in data.skipped],
+            # Read while the images were decoded for the check above: the model's channels follow from it.
+            "grey": data.grey,
         })
         logger.info("data: %s from %s; %d unreadable file(s) skipped", data.counts(), data.source, len(data.skipped))
+        note = channels_note(self.settings.grey, data.grey, self.grey)
+        if note:
+            logger.info("data: %s", note)
         # The axis is tested on the validation images: fail now, not after training, if that cannot work.
         label_of = dict(zip(data.paths, data.labels))
         valid = Counter(label_of[Path(p)] for p in self.dataloaders().valid.items)
@@ -371,17 +461,50 @@ class Run:
                 f"--batch-size {self.settings.batch_size} is larger than the {training_images} training images: no "
                 f"training step would run. Use --batch-size {training_images} or less.")
 
+    def kept_epochs(self) -> str:
+        """Which epoch each trained phase kept, and where early stopping ended it (``training.json``), in words;
+        "" before training."""
+        path = self.dir / "training.json"
+        if not path.is_file():
+            return ""
+        parts = []
+        for phase in json.loads(path.read_text()):
+            if phase.get("skipped") or phase.get("best_epoch") is None:
+                parts.append(f"{phase['phase']} skipped" if phase.get("skipped") else "")
+                continue
+            planned = phase.get("epochs_planned")
+            stopped = (f", stopped early after {phase['epochs_run']} of {planned}" if phase.get("stopped_early")
+                       else "")
+            parts.append(f"{phase['phase']} kept epoch {phase['best_epoch'] + 1} ({phase['monitor']}{stopped})")
+        return "; ".join(part for part in parts if part)
+
     def step_train(self) -> None:
         from ..xaaenet.training import train_xaaenet
 
-        learn = train_xaaenet(self.model(), self.dataloaders(), settings=self.train_settings())
+        model = self.model()
+        learn = train_xaaenet(model, self.dataloaders(), settings=self.train_settings())
         write_json(self.dir / "training.json", learn.xaaenet_history)
         _, valid_inputs, targets, predicted = self.validation_predictions()
         verdict = better_than_chance(targets.numpy(), predicted.numpy())
+        s = self.settings
+        # What --pretrained came to: "auto" reads the same in settings.json whether or not the weights were had. A
+        # redone train step rebuilds the model from its checkpoints without looking for weights: keep the record.
+        previous = self.chance_verdict() if "train" in self.done else None
+        verdict["encoder_weights"] = (previous or {}).get("encoder_weights") or {
+            "encoder": s.encoder, "requested": s.pretrained,
+            "imagenet": bool(getattr(model, "imagenet_weights", False))}
+        verdict["xaaenet_seconds"] = round(sum(phase["seconds"] for phase in learn.xaaenet_history), 2)
         # The cost of explainability: the plainest model of the same split, in seconds.
         train_inputs, train_targets = self.inputs([Path(p) for p in self.dataloaders().train.items], with_labels=True)
         verdict["pixel_logistic_regression"] = pixel_logistic_regression(train_inputs, train_targets, valid_inputs,
-                                                                         targets, seed=self.settings.seed)
+                                                                         targets, seed=s.seed)
+        if s.baseline:
+            # As many epochs as xAAEnet's encoder trained in its three phases, with the same early stopping: the
+            # plain classifier is not handicapped by a smaller budget (docs/tmw.md).
+            verdict["encoder_cross_entropy"] = encoder_cross_entropy(
+                self.dataloaders(), encoder=s.encoder, pretrained=s.pretrained, input_channels=1 if self.grey else 3,
+                epochs=s.epochs_adv + s.epochs_ae + s.epochs_classif, lr_max=s.lr_max, patience=s.patience,
+                seed=s.seed)
         write_json(self.dir / "validation.json", verdict)  # train_xaaenet has warned when it is at chance
 
     def chance_verdict(self) -> dict | None:

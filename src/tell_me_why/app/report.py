@@ -187,11 +187,15 @@ def write_report(run) -> Path:
     settings = json.loads((directory / "settings.json").read_text())
     class_a = run.class_a
 
-    from .pipeline import baseline_sentence, chance_warning
+    from .pipeline import baseline_sentence, chance_warning, channels_note, pretrained_note
 
     chance = run.chance_verdict()
     accuracy = (baseline_sentence(chance) if chance is not None
                 else f"validation accuracy {metrics['validation_accuracy']:.1%}")
+    channels = channels_note(run.settings.grey, data.get("grey"), run.grey)
+    # Which epoch each phase kept (early stopping) and what --pretrained came to: runs older than them say nothing.
+    training_notes = [note for note in (run.kept_epochs(), pretrained_note((chance or {}).get("encoder_weights")))
+                      if note]
     warning = ""
     if chance is not None and not chance["better_than_chance"]:
         warning = f'<div class="verdict bad"><b>Read this first</b>: {html.escape(chance_warning(chance))}</div>'
@@ -218,10 +222,12 @@ def write_report(run) -> Path:
     counts = pd.DataFrame({"images": data["counts"]})
     sections = {
         "data": ("The data", f"<p>Source: <code>{html.escape(data['source'])}</code>; {len(data['skipped'])} "
-                 f"unreadable file(s) skipped.</p>{_table(counts, '{:.0f}')}"
+                 f"unreadable file(s) skipped{html.escape(f'; {channels}' if channels else '')}.</p>"
+                 f"{_table(counts, '{:.0f}')}"
                  f"{_image(figures / 'samples.png', 'samples')}"),
         "training": ("Training", f"<p>Three phases (adversarial, denoising autoencoder, classifier); "
                      f"{html.escape(accuracy)} on {len(targets)} validation images.</p>"
+                     + "".join(f'<p class="muted">{html.escape(note)}.</p>' for note in training_notes)
                      + _image(figures / "losses.png", "loss curves")
                      + _image(figures / "confusion.png", "confusion matrix", width=360)),
         "latent-space": ("The latent space", _image(directory / "models" / "tsne_xaaenet_ae.png", "t-SNE")

@@ -55,7 +55,13 @@ def save_loss_curves(history: list[dict], save_path: Path) -> Path:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_title(f"{phase['phase']} ({phase['seconds']:.0f} s)")
             ax.set_xlabel("epoch")
-            ax.legend(fontsize=8)
+            if phase.get("best_epoch") is not None and len(values):
+                # The weights the phase passed on: with early stopping, not necessarily the last epoch's.
+                ax.axvline(phase["best_epoch"] + 1, color="#888888", linestyle="--", linewidth=1, label="kept epoch")
+            if len(values):
+                ax.legend(fontsize=8)
+            else:  # a phase of 0 epochs: nothing to draw
+                ax.text(0.5, 0.5, "skipped (0 epochs)", ha="center", va="center", transform=ax.transAxes)
         fig.tight_layout()
     return finish_figure(fig, save_path, show=False)
 

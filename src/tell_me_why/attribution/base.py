@@ -37,7 +37,8 @@ class Attribution:
     """Base class: ``Method(model, ...).attribute(inputs, target=None, ...) -> Tensor``.
 
     ``last_notes`` holds, per image of the last call, why its map is blank or how it was made differently (None
-    where there is nothing to say); methods that can leave a map blank fill it in.
+    where there is nothing to say); methods that can leave a map blank fill it in. ``inputs`` go on the model's
+    device, and the maps come back there.
     """
 
     def __init__(self, model: nn.Module) -> None:

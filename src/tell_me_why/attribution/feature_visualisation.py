@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._utils.devices import module_device
 from .base import eval_mode
 
 __all__ = ["ActivationMaximisation", "DeepDream"]
@@ -28,14 +29,16 @@ def _capture(layer: nn.Module, store: list):
 
 def _random_transform(images: torch.Tensor, generator: torch.Generator, jitter: int, scale: float,
                       degrees: float) -> torch.Tensor:
-    """Jitter (roll), scale and rotate a batch with one random affine map (differentiable)."""
+    """Jitter (roll), scale and rotate a batch with one random affine map (differentiable). ``generator`` is a CPU
+    generator whatever the images' device: it only draws the map's numbers."""
     if jitter:
         dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
         images = torch.roll(images, shifts=(dy, dx), dims=(-2, -1))
     factor = 1.0 + (2 * torch.rand((), generator=generator).item() - 1) * scale
     angle = math.radians((2 * torch.rand((), generator=generator).item() - 1) * degrees)
     theta = torch.tensor([[math.cos(angle) / factor, -math.sin(angle) / factor, 0.0],
-                          [math.sin(angle) / factor, math.cos(angle) / factor, 0.0]], dtype=images.dtype)
+                          [math.sin(angle) / factor, math.cos(angle) / factor, 0.0]],
+                         dtype=images.dtype, device=images.device)
     grid = F.affine_grid(theta.expand(len(images), 2, 3), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, padding_mode="reflection", align_corners=False)
 
@@ -70,9 +73,9 @@ class ActivationMaximisation:
         tv: float = 0.05,
         seed: int = 0,
     ) -> tuple[torch.Tensor, list[float]]:
-        """The image (in [0, 1]) and the objective per step."""
-        generator = torch.Generator().manual_seed(seed)
-        parameters = (0.1 * torch.randn(shape, generator=generator)).requires_grad_(True)
+        """The image (in [0, 1], on the model's device) and the objective per step."""
+        generator = torch.Generator().manual_seed(seed)  # drawn on the CPU: a seed gives the same start everywhere
+        parameters = (0.1 * torch.randn(shape, generator=generator)).to(module_device(self.model)).requires_grad_(True)
         optimiser = torch.optim.Adam([parameters], lr=lr)
         history = []
         captured: list[torch.Tensor] = []
@@ -103,7 +106,7 @@ class DeepDream:
 
     def dream(self, image: torch.Tensor, octaves: int = 3, octave_scale: float = 1.4, steps: int = 10,
               lr: float = 0.02, jitter: int = 4, seed: int = 0) -> torch.Tensor:
-        """The dreamed version of ``image`` (B, C, H, W)."""
+        """The dreamed version of ``image`` (B, C, H, W), on the model's device like ``image``."""
         generator = torch.Generator().manual_seed(seed)
         low, high = float(image.min()), float(image.max())
         size = image.shape[-2:]

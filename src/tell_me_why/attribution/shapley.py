@@ -29,7 +29,8 @@ def grid_groups(height: int, width: int, cells: int = 8) -> torch.Tensor:
 
 
 def superpixel_groups(image: torch.Tensor, segments: int = 50, compactness: float = 10.0) -> torch.Tensor:
-    """(H, W) SLIC superpixel labels of one image (C, H, W) (scikit-image)."""
+    """(H, W) SLIC superpixel labels of one image (C, H, W) (scikit-image), on the CPU like the other label maps
+    (:class:`ShapleyValueSampling` moves them to the images' device)."""
     from skimage.segmentation import slic
 
     array = image.detach().cpu().float().numpy()
@@ -78,16 +79,17 @@ class ShapleyValueSampling(Attribution):
         inputs = inputs.detach()
         with torch.no_grad():
             targets = resolve_targets(self.model(inputs), target)
-        baseline = torch.as_tensor(baselines, dtype=inputs.dtype).expand_as(inputs)
+        baseline = torch.as_tensor(baselines).to(inputs).expand_as(inputs)
         rng = np.random.default_rng(seed)
         maps = []
         for index, image in enumerate(inputs):
-            labels = torch.unique(_group_labels(image, groups, grid_cells), return_inverse=True)[1]
+            labels = _group_labels(image, groups, grid_cells).to(inputs.device)
+            labels = torch.unique(labels, return_inverse=True)[1]
             count = int(labels.max()) + 1
             one_hot = torch.nn.functional.one_hot(labels.flatten(), count).T.view(count, *labels.shape).bool()
-            values = torch.zeros(count, dtype=torch.float64)
+            values = torch.zeros(count, dtype=torch.float64, device=inputs.device)
             for _ in range(n_permutations):
-                order = torch.from_numpy(rng.permutation(count))
+                order = torch.from_numpy(rng.permutation(count)).to(inputs.device)
                 revealed = torch.cumsum(one_hot[order].int(), 0).bool()  # after 1, 2, ... groups
                 masks = torch.cat([torch.zeros_like(revealed[:1]), revealed])
                 scores = []

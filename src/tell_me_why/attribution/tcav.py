@@ -53,7 +53,7 @@ class TCAV:
 
     def activations(self, images: torch.Tensor) -> np.ndarray:
         """The layer's activations (N, D), flattened."""
-        return self._run(images, with_gradient=False).numpy()
+        return self._run(images, with_gradient=False).cpu().numpy()
 
     def concept_activation_vector(self, concept: torch.Tensor, other: torch.Tensor, seed: int = 0) -> np.ndarray:
         """Unit normal (D,) of a logistic regression separating ``concept`` from ``other`` activations,
@@ -69,7 +69,7 @@ class TCAV:
     def directional_derivatives(self, inputs: torch.Tensor, cav: np.ndarray, target=None) -> np.ndarray:
         """d(target score)/d(activation) . CAV for each input."""
         gradient = self._run(inputs, with_gradient=True, target=target)
-        return (gradient @ torch.as_tensor(cav, dtype=gradient.dtype)).numpy()
+        return (gradient @ torch.as_tensor(cav, dtype=gradient.dtype, device=gradient.device)).cpu().numpy()
 
     def score(self, inputs: torch.Tensor, cav: np.ndarray, target=None) -> float:
         """Fraction of ``inputs`` whose target score grows along ``cav``."""

@@ -12,9 +12,10 @@ __all__ = ["mask_fill", "Occluder"]
 
 
 def mask_fill(image: torch.Tensor, mask_value, mask_image: torch.Tensor | None, seed: int | None) -> torch.Tensor:
-    """The (C, H, W) values that hidden pixels take."""
+    """The (C, H, W) values that hidden pixels take, on ``image``'s device (noise is drawn on the CPU: a seed gives
+    the same mask everywhere)."""
     if mask_image is not None:
-        fill = torch.as_tensor(mask_image, dtype=image.dtype)
+        fill = torch.as_tensor(mask_image, dtype=image.dtype, device=image.device)
         if fill.shape != image.shape:
             raise ValueError(f"mask_image has shape {tuple(fill.shape)}, the image {tuple(image.shape)}.")
         return fill
@@ -27,12 +28,13 @@ def mask_fill(image: torch.Tensor, mask_value, mask_image: torch.Tensor | None, 
     if mask_value == "noise":
         generator = torch.Generator().manual_seed(0 if seed is None else seed)
         low, high = float(image.min()), float(image.max())
-        return low + (high - low) * torch.rand(image.shape, generator=generator, dtype=image.dtype)
+        return (low + (high - low) * torch.rand(image.shape, generator=generator, dtype=image.dtype)).to(image.device)
     return torch.full_like(image, float(mask_value))
 
 
 class Occluder:
-    """Classify ``image`` with only the pixels of each mask visible (masks (N, H, W) bool), in chunks."""
+    """Classify ``image`` with only the pixels of each mask visible (masks (N, H, W) bool), in chunks; the occluded
+    images are made on ``image``'s device (the masks are moved there) and classified on the model's."""
 
     def __init__(self, image: torch.Tensor, fill: torch.Tensor, predictor: Predictor, target: int) -> None:
         self.image, self.fill, self.predictor, self.target = image, fill, predictor, target
@@ -42,7 +44,7 @@ class Occluder:
         out = []
         batch = self.predictor.chunk_size(masks.shape[-2:])
         for start in range(0, len(masks), batch):
-            keep = masks[start : start + batch, None]
+            keep = masks[start : start + batch, None].to(self.image.device)
             if invert:
                 keep = ~keep
             out.append(self.predictor(torch.where(keep, self.image, self.fill)))

@@ -51,7 +51,8 @@ class Predictor:
             looks_like_probabilities = bool(
                 raw.min() >= 0 and raw.max() <= 1
                 and (raw.shape[1] == 1
-                     or torch.allclose(raw.sum(1), torch.ones(len(raw)), atol=_PROBABILITY_TOLERANCE))
+                     or torch.allclose(raw.sum(1), torch.ones(len(raw), device=raw.device),
+                                       atol=_PROBABILITY_TOLERANCE))
             )
             self._is_probability = self.output == "probabilities" or (
                 self.output == "auto" and looks_like_probabilities

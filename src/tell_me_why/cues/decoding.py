@@ -45,6 +45,13 @@ class DecodedImage:
     def shape(self) -> tuple[int, int]:
         return self.grey.shape
 
+    @property
+    def is_grey(self) -> bool:
+        """Decoded without colour planes (a single-channel file) or with R = G = B at every pixel: the one rule
+        behind the colour cues' NaN on grey images and ``tmw run``'s choice of one input channel."""
+        return self.rgb is None or bool(np.array_equal(self.rgb[0], self.rgb[1])
+                                        and np.array_equal(self.rgb[1], self.rgb[2]))
+
     def to_uint8(self, channels: int) -> np.ndarray:
         """The pixels on the 8-bit scale, (H, W) for ``channels=1`` (the grey plane) or (H, W, 3): what a model
         sees, so that it and the cues read the same values (16-bit images are scaled, never clipped)."""

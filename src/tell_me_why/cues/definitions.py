@@ -82,9 +82,7 @@ class ImageBatch:
     @cached_property
     def is_grey(self) -> torch.Tensor:
         """(B,) bool: the image is grey, decoded without colour planes or with R = G = B at every pixel."""
-        return torch.tensor([image.rgb is None or bool(np.array_equal(image.rgb[0], image.rgb[1])
-                                                      and np.array_equal(image.rgb[1], image.rgb[2]))
-                             for image in self.images], dtype=torch.bool)
+        return torch.tensor([image.is_grey for image in self.images], dtype=torch.bool)
 
     @cached_property
     def grey_histogram(self) -> torch.Tensor:

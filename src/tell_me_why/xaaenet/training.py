@@ -189,11 +189,22 @@ def _check_inputs(model, dls: DataLoaders, pls_target_class: str | int | None) -
 
 
 def _phase_summary(phase: _Phase, learner: Learner, seconds: float, best: BestWeightsCheckpoint | None) -> dict:
+    if phase.epochs == 0:
+        # The learner never fitted, so its recorder has no metric names yet (fastai sets them in before_fit).
+        logger.info("Phase %d/3 %s: skipped (0 epochs); the weights pass on unchanged", phase.number, phase.key)
+        return {"phase": phase.key, "epochs_run": 0, "epochs_planned": 0, "skipped": True, "stopped_early": False,
+                "seconds": round(seconds, 2), "monitor": phase.monitor, "best_epoch": None, "best_value": None,
+                "metric_names": [], "values": []}
     names = learner.recorder.metric_names[1:-1]
     values = [[float(v) for v in row] for row in learner.recorder.values]
+    # Early stopping ends the fit before its last epoch (the recorder holds every epoch, resumed ones included).
+    stopped_early = len(values) < phase.epochs
     summary = {
         "phase": phase.key,
         "epochs_run": len(values),
+        "epochs_planned": phase.epochs,
+        "skipped": False,
+        "stopped_early": stopped_early,
         "seconds": round(seconds, 2),
         "monitor": phase.monitor,
         "best_epoch": None if best is None else best.best_epoch,
@@ -202,10 +213,13 @@ def _phase_summary(phase: _Phase, learner: Learner, seconds: float, best: BestWe
         "values": values,
     }
     last = ", ".join(f"{n} {v:.4g}" for n, v in zip(names, values[-1])) if values else "no epoch run"
-    best_text = (f"best {phase.monitor} {best.best:.4g} at epoch {best.best_epoch}; "
+    stop_text = (f"stopped early (no better {phase.monitor} in {phase.patience} epoch(s)); " if stopped_early
+                 else "")
+    # Counted from 1 here, as in the report's loss curves (best_epoch in the summary counts from 0, as fastai does).
+    kept_text = (f"kept epoch {best.best_epoch + 1} of {len(values)} ({phase.monitor} {best.best:.4g}); "
                  if best and best.best is not None else "")
-    logger.info("Phase %d/3 %s: %d epoch(s) in %.1f s; %slast: %s", phase.number, phase.key, len(values), seconds,
-                best_text, last)
+    logger.info("Phase %d/3 %s: %d of %d epoch(s) in %.1f s; %s%slast: %s", phase.number, phase.key, len(values),
+                phase.epochs, seconds, stop_text, kept_text, last)
     return summary
 
 
