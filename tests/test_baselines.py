@@ -67,3 +67,15 @@ def test_the_encoder_baseline_is_named_when_xaaenet_is_worse():
     assert both.count("worse than") == 2 and both.count("describe a weaker model") == 1
     assert "worse" not in baseline_sentence({"accuracy": 0.95, "pixel_logistic_regression": 0.7,
                                              "encoder_cross_entropy": encoder})
+
+
+def test_the_encoder_baseline_needs_an_epoch_and_a_patience():
+    import pytest
+
+    from tell_me_why.app.baselines import encoder_cross_entropy
+
+    settings = dict(encoder="resnet18", pretrained=False, input_channels=3, lr_max=3e-3)
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
+        encoder_cross_entropy(None, epochs=0, patience=3, **settings)
+    with pytest.raises(ValueError, match="patience must be an integer >= 1, got 0"):
+        encoder_cross_entropy(None, epochs=3, patience=0, **settings)

@@ -19,6 +19,8 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .devices import module_device
+
 __all__ = [
     "PATH_COLUMN",
     "atomic_path",
@@ -117,9 +119,8 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}")
-    device = next((p.device for p in model.parameters()), None)
     try:
-        state = load_file(str(path), device=str(device) if device is not None else "cpu")
+        state = load_file(str(path), device=str(module_device(model)))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"Cannot read checkpoint {path}: {exc}. Is it a safetensors file?") from exc
     try:

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional
 
 from ..xaaenet.encoders import Pretrained
+from .data import seed_loaders
 
 if TYPE_CHECKING:
     from fastai.data.core import DataLoaders
@@ -77,22 +78,20 @@ class EncoderClassifier(nn.Module):
 @contextmanager
 def _own_random_state(seed: int, loaders: Sequence[Any]) -> Iterator[None]:
     """Seed every generator the baseline draws from, and put them back afterwards: training the baseline must not
-    change what the run draws next (its later steps, or a resumed run, stay as they were without ``--baseline``)."""
-    python, numpy = random.getstate(), np.random.get_state()
-    loader_states = [loader.rng.getstate() for loader in loaders]
+    change what the run draws next (its later steps, or a resumed run, stay as they were without ``--baseline``).
+    The generators are those a resumed training restores (torch's, CUDA's, MPS's, NumPy's, Python's and each data
+    loader's)."""
+    from ..xaaenet.resume import random_states, restore_random_states  # fastai: imported when a baseline trains
+
+    saved = random_states(loaders)
     try:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            random.seed(seed)
-            np.random.seed(seed)
-            for index, loader in enumerate(loaders):
-                loader.rng = random.Random(seed + index)
-            yield
+        torch.manual_seed(seed)  # the CPU's and every accelerator's
+        random.seed(seed)
+        np.random.seed(seed)
+        seed_loaders(loaders, seed)
+        yield
     finally:
-        random.setstate(python)
-        np.random.set_state(numpy)
-        for loader, state in zip(loaders, loader_states):
-            loader.rng.setstate(state)
+        restore_random_states(saved, loaders)
 
 
 def encoder_cross_entropy(dls: DataLoaders, *, encoder: str, pretrained: Pretrained, input_channels: int,
@@ -105,6 +104,9 @@ def encoder_cross_entropy(dls: DataLoaders, *, encoder: str, pretrained: Pretrai
     The optimiser and learning rates are xAAEnet's classifier phase's (Adam, constant ``lr_max`` for the head and
     ``lr_max / lr_max_factor`` for the encoder); early stopping after ``patience`` epochs without a lower validation
     cross-entropy, and the epoch with the lowest one is kept, as xAAEnet's classifier phase keeps its own."""
+    for name, value in (("epochs", epochs), ("patience", patience)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
     from fastai.callback.tracker import EarlyStoppingCallback
     from fastai.learner import Learner
     from fastai.losses import CrossEntropyLossFlat

@@ -14,7 +14,7 @@ from .._utils.files import CheckpointError, DirectoryLocked
 from ..xaaenet.encoders import PretrainedWeightsUnavailable
 from .explain_images import IMAGE_METHODS, NORMALISATIONS, PixelSpaceClassifier
 from .latent import LATENT_METHOD
-from .pipeline import QUICK, Run, RunSettings
+from .pipeline import NOT_DEFINING, QUICK, Run, RunSettings, old_defaults_for
 
 EXAMPLES = {
     "run": """examples:
@@ -26,6 +26,7 @@ EXAMPLES = {
   tmw run photos/ --cues my_cues:leaf_area,my_cues:stem_width   # pixel cues of your own (module:function)
   tmw run --quick                      # a first look in about a minute (small images, few epochs)
   tmw run photos/ --baseline           # also train the same encoder with cross-entropy alone, to compare
+  tmw run --out runs/cats --baseline   # add that baseline to a finished run (the only setting it may add)
 Running again with the same --out resumes after the last finished step.""",
     "step": """examples:
   tmw {step} --out runs/cats          # (re)do this step of an existing run (the earlier steps run if missing)""",
@@ -200,11 +201,17 @@ def _open_run(args: argparse.Namespace) -> Run:
     if args.command != "run" and not exists:
         raise FileNotFoundError(f"{args.out} holds no tmw run: tmw {args.command} works on an existing run "
                                 f"directory. Check --out, or start a run with tmw run DATA --out {args.out}.")
-    given = any(getattr(args, f.name, None) is not None for f in fields(RunSettings)) or args.quick
-    if not given and args.config is None and exists:
+    given = {f.name for f in fields(RunSettings) if getattr(args, f.name, None) is not None}
+    if not given and not args.quick and args.config is None and exists:
         return Run.open(args.out)
-    # A step of an existing run starts from the run's settings; the flags change only what they name.
-    base = json.loads((args.out / "settings.json").read_text()) if args.command != "run" else {}
+    saved = json.loads((args.out / "settings.json").read_text()) if exists else {}
+    if args.command != "run" or (exists and given <= NOT_DEFINING and not args.quick and args.config is None):
+        # A step of an existing run, or `tmw run --out DIR --baseline`, starts from the run's settings (those it
+        # predates at the values it used); the flags change only what they name.
+        base = {**old_defaults_for(saved), **saved}
+    else:
+        # The settings are the ones given: only those the run predates keep the values it used.
+        base = old_defaults_for(saved) if exists else {}
     return Run(args.out, _settings(args, base))
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "RUN_MARKER",
     "write_lfw_subset",
     "folder_dataloaders",
+    "seed_loaders",
 ]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
@@ -107,9 +108,14 @@ class LabelledImages:
         loaders = block.dataloaders(self.source, bs=bs, num_workers=num_workers, device=device)
         # fastai seeds each loader's shuffling from the global `random` state when the loader is made, which no
         # one has seeded yet: the same settings would train on a different order in every process.
-        for index, loader in enumerate(loaders.loaders):
-            loader.rng = random.Random(seed + index)
+        seed_loaders(loaders.loaders, seed)
         return loaders
+
+
+def seed_loaders(loaders: Sequence, seed: int) -> None:
+    """Give each data loader its own shuffling generator, seeded from ``seed`` and its rank (``seed + index``)."""
+    for index, loader in enumerate(loaders):
+        loader.rng = random.Random(seed + index)
 
 
 def decoded_image_type(grey: bool, reduce_above: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
@@ -142,7 +148,11 @@ def _checked(paths: Sequence[Path], max_pixels: int | None) -> list[str | bool]:
             decoded = decode_image(path, max_pixels=max_pixels, reduce_above=_CHECK_PIXELS)
         except ImageDecodeError as error:
             return str(error.__cause__ or error)
-        # A box filter shrinks each plane alike, so R = G = B survives the shrinking: the verdict is exact.
+        # A box filter shrinks each plane alike, so a grey image (R = G = B) stays grey: no grey image is taken for
+        # a colour one. The converse is not exact: in an image above _CHECK_PIXELS, colour too faint or too sparse
+        # to survive the averaging and the rounding to integers (a few coloured pixels, or a tint under one level)
+        # reads as grey. Checking at full size would hold the whole image in memory; the model reads it shrunk
+        # further still (_MODEL_OVERSAMPLING), where such colour is as faint or fainter.
         return decoded.is_grey
 
     workers = min(4, available_cpus())

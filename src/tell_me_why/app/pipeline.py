@@ -33,13 +33,16 @@ from .data import DEFAULT_MAX_PIXELS, DataSourceError, LabelledImages, from_csv,
 if TYPE_CHECKING:
     from ..cues.definitions import PixelCue
 
-__all__ = ["RunSettings", "Run", "STEPS", "QUICK", "better_than_chance", "chance_warning", "baseline_sentence"]
+__all__ = ["RunSettings", "Run", "STEPS", "QUICK", "OLD_DEFAULTS", "NOT_DEFINING", "old_defaults_for",
+           "saved_settings", "better_than_chance", "chance_warning", "baseline_sentence"]
 
 STEPS = ("data", "train", "features", "interpret", "explain", "report")
 MIN_VALID_PER_CLASS = 2
 MIN_SIZE = 32
 # Deletion and insertion curves of the explain step: the target probability at every 5 % of the pixels.
 CURVE_STEPS = 20
+# How the model was built when its training started: input channels and what --pretrained came to.
+MODEL_RECORD = "models/model.json"
 # The folders of a run directory that a run writes files into.
 RUN_FOLDERS = ("", "models", "interpretation", "explanations", "explanations/images", "explanations/latent",
                "report_figures", "embedded_data/face", "embedded_data/non_face")
@@ -79,7 +82,7 @@ def channels_note(settings_grey: bool | None, data_grey: bool | None, model_grey
     if model_grey:
         if settings_grey is None:
             return "grey images: trained on one channel"
-        colour = "" if data_grey else ", the images' colour left out"
+        colour = ", the images' colour left out" if data_grey is False else ""
         return f"trained on one channel (grey levels, --grey){colour}"
     if data_grey:
         return "grey images, trained on three equal channels (--no-grey)"
@@ -87,8 +90,9 @@ def channels_note(settings_grey: bool | None, data_grey: bool | None, model_grey
 
 
 def pretrained_note(record: dict | None) -> str:
-    """What ``--pretrained`` came to (``validation.json``'s ``encoder_weights``), in words; "" when not recorded."""
-    if not record:
+    """What ``--pretrained`` came to (``validation.json``'s ``encoder_weights``), in words; "" when not recorded or
+    not known (``"imagenet": "unknown"``: a run whose training started before the outcome was recorded)."""
+    if not record or record["imagenet"] not in (True, False):
         return ""
     if record["imagenet"]:
         return f"encoder {record['encoder']}: ImageNet weights (--pretrained {record['requested']})"
@@ -185,6 +189,32 @@ class RunSettings(Settings):
             except ValueError as error:
                 raise SettingsError(f"cues: {error}") from None
 
+
+# Settings added after runs were made, with the value those runs used: a settings.json without one was written
+# before it existed and reads as this value, not the setting's present default, so that the run still resumes.
+OLD_DEFAULTS: dict[str, object] = {
+    "patience": 10,  # before --patience, training used TrainSettings' default (its xaaenet_state.json says 10)
+}
+# Settings that add to a run without changing what it has computed: they may change on a run with finished steps
+# (--baseline trains the extra baseline only).
+NOT_DEFINING = frozenset({"baseline"})
+
+
+def old_defaults_for(saved: dict) -> dict:
+    """The settings that a saved ``settings.json`` mapping predates, at the values its run used (``OLD_DEFAULTS``)."""
+    return {name: value for name, value in OLD_DEFAULTS.items() if name not in saved}
+
+
+def saved_settings(directory: str | Path) -> dict | None:
+    """A run directory's ``settings.json`` as a mapping, settings it predates at their old values; ``None`` when
+    there is none."""
+    path = Path(directory) / "settings.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return {**old_defaults_for(saved), **saved}
+
+
 # The ranking figure of a run shows the cues with the largest signed r2 (stats.csv lists every cue).
 RANKING_BARS = 25
 
@@ -208,11 +238,11 @@ class Run:
     @classmethod
     def open(cls, directory: str | Path) -> Run:
         """An existing run with the settings it was started with (opening a run writes nothing)."""
-        saved = Path(directory) / "settings.json"
-        if not saved.is_file():
+        saved = saved_settings(directory)
+        if saved is None:
             raise FileNotFoundError(f"{directory} is not a tmw run directory (no settings.json); start one with "
                                     f"tmw run DATA --out {directory}.")
-        return cls(directory, RunSettings.from_mapping(json.loads(saved.read_text()), source=str(saved)))
+        return cls(directory, RunSettings.from_mapping(saved, source=str(Path(directory) / "settings.json")))
 
     def __init__(self, directory: str | Path, settings: RunSettings) -> None:
         self.dir = Path(directory)
@@ -220,10 +250,12 @@ class Run:
         self.state_path = self.dir / "run_state.json"
         saved = self.dir / "settings.json"
         if saved.is_file() and self.done:  # before any finished step, new settings simply replace the old
-            # Through the settings class: a run written before a setting existed has that setting's default.
-            previous = asdict(RunSettings.from_mapping(json.loads(saved.read_text()), source=str(saved)))
-            if previous != asdict(settings):
-                changed = sorted(k for k in previous if previous[k] != asdict(settings)[k])
+            # Through the settings class: a run written before a setting existed has the value it used then
+            # (OLD_DEFAULTS), else that setting's default. Settings that do not define the run may change.
+            previous = asdict(RunSettings.from_mapping(saved_settings(self.dir), source=str(saved)))
+            new = asdict(settings)
+            changed = sorted(k for k in previous if previous[k] != new[k] and k not in NOT_DEFINING)
+            if changed:
                 raise ValueError(f"{self.dir} holds a run with other settings (differing: {changed}); use a new "
                                  f"run directory, or the same settings to resume.")
         self._dls = None
@@ -276,16 +308,22 @@ class Run:
             for earlier in STEPS[: STEPS.index(step)]:
                 if earlier not in self.done:
                     self._do(earlier, note=" (needed first)")
+            if step != "train" and self._baseline_missing():  # a redone train step trains it itself
+                self.add_baseline()
             self._do(step)
 
     def run_all(self) -> Path:
         """Every step that has not finished yet, in order; returns the report's path."""
         with self.writing():
+            baseline_added = False
             for step in STEPS:
-                if step in self.done:
+                if step in self.done and not (step == "report" and baseline_added):
                     logger.info("%s: already done, skipped", step)
                 else:
                     self._do(step)
+                if step == "train" and self._baseline_missing():  # --baseline given to a run trained without it
+                    self.add_baseline()
+                    baseline_added = True  # the report shows it
         return self.dir / "report.html"
 
     def _do(self, step: str, note: str = "") -> None:
@@ -363,10 +401,14 @@ class Run:
 
     @property
     def grey(self) -> bool:
-        """Whether the model reads one channel: ``--grey``/``--no-grey`` when given, else whether every image of the
-        data is grey (``data.json``, so that every later step and a reopened run agree). A run whose data step
-        predates that verdict keeps the rule it was trained with (grey for the embedded faces only), so that its
-        checkpoints still fit its model."""
+        """Whether the model reads one channel. Once trained: as many channels as its training started with
+        (``models/model.json``), whatever a redone data step has found since. Before: ``--grey``/``--no-grey`` when
+        given, else whether every image of the data is grey (``data.json``, so that every later step and a reopened
+        run agree). A run whose data step predates that verdict keeps the rule it was trained with (grey for the
+        embedded faces only), so that its checkpoints still fit its model."""
+        record = self._model_record() if "train" in self.done else None
+        if record is not None:
+            return record["input_channels"] == 1
         if self.settings.grey is not None:
             return self.settings.grey
         data_grey = self.data_grey
@@ -400,6 +442,46 @@ class Run:
             self._dls = data.dataloaders(size=s.size, bs=s.batch_size, valid_pct=s.valid_pct, seed=s.seed,
                                          grey=self.grey, max_pixels=s.max_pixels)
         return self._dls
+
+    def _model_record(self) -> dict | None:
+        """``models/model.json``: how the model was built when its training started (``input_channels``, and
+        ``encoder_weights``: what ``--pretrained`` came to); ``None`` before, or for a run trained before it."""
+        path = self.dir / MODEL_RECORD
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def _record_model(self, model: nn.Module) -> None:
+        """Write ``models/model.json`` for the model that training starts from. A training that continues an
+        interrupted one keeps the first record: its checkpoints descend from the first build's weights, whatever
+        a new try at the download gives now (with no record, ``--pretrained auto`` then came to "unknown")."""
+        from ..xaaenet.training import STATE_FILE
+
+        models = self.dir / "models"
+        continues = (models / STATE_FILE).is_file() or any(models.glob("*.resume.safetensors"))
+        if continues and self._model_record() is not None:
+            return
+        s = self.settings
+        if not continues:
+            imagenet: bool | str = bool(getattr(model, "imagenet_weights", False))
+        else:  # an interruption before this record existed: "auto" may have gone either way then
+            imagenet = "unknown" if s.pretrained == "auto" else bool(s.pretrained)
+        write_json(self.dir / MODEL_RECORD, {
+            "input_channels": 1 if self.grey else 3,
+            "encoder_weights": {"encoder": s.encoder, "requested": s.pretrained, "imagenet": imagenet}})
+
+    def encoder_weights(self) -> dict:
+        """What ``--pretrained`` came to for the encoder xAAEnet trained from: ``encoder``, ``requested`` and
+        ``imagenet`` (``True``, ``False`` or ``"unknown"``). From the record written when training started; for a
+        run trained before it, from ``validation.json``, else ``"unknown"`` where ``--pretrained auto`` leaves it
+        open."""
+        record = self._model_record()
+        if record is not None:
+            return record["encoder_weights"]
+        previous = (self.chance_verdict() or {}).get("encoder_weights")
+        if previous:
+            return previous
+        s = self.settings
+        return {"encoder": s.encoder, "requested": s.pretrained,
+                "imagenet": "unknown" if s.pretrained == "auto" else bool(s.pretrained)}
 
     def model(self) -> nn.Module:
         if self._model is None:
@@ -482,30 +564,58 @@ class Run:
         from ..xaaenet.training import train_xaaenet
 
         model = self.model()
+        if "train" not in self.done:  # a redone train step rebuilds the trained model from its checkpoints
+            self._record_model(model)
         learn = train_xaaenet(model, self.dataloaders(), settings=self.train_settings())
         write_json(self.dir / "training.json", learn.xaaenet_history)
         _, valid_inputs, targets, predicted = self.validation_predictions()
         verdict = better_than_chance(targets.numpy(), predicted.numpy())
         s = self.settings
-        # What --pretrained came to: "auto" reads the same in settings.json whether or not the weights were had. A
-        # redone train step rebuilds the model from its checkpoints without looking for weights: keep the record.
-        previous = self.chance_verdict() if "train" in self.done else None
-        verdict["encoder_weights"] = (previous or {}).get("encoder_weights") or {
-            "encoder": s.encoder, "requested": s.pretrained,
-            "imagenet": bool(getattr(model, "imagenet_weights", False))}
+        # What --pretrained came to: "auto" reads the same in settings.json whether or not the weights were had.
+        verdict["encoder_weights"] = self.encoder_weights()
         verdict["xaaenet_seconds"] = round(sum(phase["seconds"] for phase in learn.xaaenet_history), 2)
         # The cost of explainability: the plainest model of the same split, in seconds.
         train_inputs, train_targets = self.inputs([Path(p) for p in self.dataloaders().train.items], with_labels=True)
         verdict["pixel_logistic_regression"] = pixel_logistic_regression(train_inputs, train_targets, valid_inputs,
                                                                          targets, seed=s.seed)
         if s.baseline:
-            # As many epochs as xAAEnet's encoder trained in its three phases, with the same early stopping: the
-            # plain classifier is not handicapped by a smaller budget (docs/tmw.md).
-            verdict["encoder_cross_entropy"] = encoder_cross_entropy(
-                self.dataloaders(), encoder=s.encoder, pretrained=s.pretrained, input_channels=1 if self.grey else 3,
+            verdict["encoder_cross_entropy"] = self._encoder_baseline()
+        write_json(self.dir / "validation.json", verdict)  # train_xaaenet has warned when it is at chance
+
+    def _encoder_baseline(self) -> dict:
+        """``--baseline``: the same encoder trained with cross-entropy alone, from the start xAAEnet's encoder had
+        (ImageNet weights or random ones, as recorded; ``--pretrained`` itself when that is unknown), for as many
+        epochs as xAAEnet's encoder trained in its three phases, with the same early stopping: the plain
+        classifier is not handicapped by a smaller budget (docs/tmw.md)."""
+        from ..xaaenet.encoders import PretrainedWeightsUnavailable
+
+        s = self.settings
+        imagenet = self.encoder_weights()["imagenet"]
+        pretrained = imagenet if isinstance(imagenet, bool) else s.pretrained
+        try:
+            return encoder_cross_entropy(
+                self.dataloaders(), encoder=s.encoder, pretrained=pretrained, input_channels=1 if self.grey else 3,
                 epochs=s.epochs_adv + s.epochs_ae + s.epochs_classif, lr_max=s.lr_max, patience=s.patience,
                 seed=s.seed)
-        write_json(self.dir / "validation.json", verdict)  # train_xaaenet has warned when it is at chance
+        except PretrainedWeightsUnavailable as error:
+            raise PretrainedWeightsUnavailable(
+                f"--baseline starts its encoder from ImageNet weights, as xAAEnet's encoder started, and they cannot "
+                f"be had here now. {error}") from error
+
+    def _baseline_missing(self) -> bool:
+        """``--baseline`` was given to a run whose train step finished without it."""
+        verdict = self.chance_verdict()
+        return (self.settings.baseline and "train" in self.done and verdict is not None
+                and verdict.get("encoder_cross_entropy") is None)
+
+    def add_baseline(self) -> None:
+        """Train the ``--baseline`` encoder for a trained run and add it to ``validation.json``; nothing else of
+        the run changes (its generators are put back)."""
+        with self.writing():
+            logger.info("train: adding the --baseline encoder to the finished training...")
+            verdict = self.chance_verdict()
+            verdict["encoder_cross_entropy"] = self._encoder_baseline()
+            write_json(self.dir / "validation.json", verdict)
 
     def chance_verdict(self) -> dict | None:
         """Whether the trained classifier beats always answering the majority class (``validation.json``)."""
@@ -538,9 +648,12 @@ class Run:
         features = pd.read_parquet(self.dir / "features.parquet")
         notes = []
         colour = [c.name for c in BUILTIN_CUES if c.category == "color" and c.name in features.columns]
-        # Colour cues are NaN on grey images, so all-NaN columns mean that every readable image is grey; and when
-        # the model sees grey levels only, no colour cue can be why it decides.
-        grey_images = bool(colour) and bool(features[colour].isna().all().all())
+        # The data step's verdict on whether every image is grey; a run whose data.json predates it reads it from
+        # the colour cues, which are NaN on grey images. And when the model sees grey levels only, no colour cue
+        # can be why it decides.
+        grey_images = self.data_grey
+        if grey_images is None:
+            grey_images = bool(colour) and bool(features[colour].isna().all().all())
         if colour and (grey_images or self.grey):
             features = features.drop(columns=colour)
             notes.append("colour cues left out: " + ("the images are grey" if grey_images

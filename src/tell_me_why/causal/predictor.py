@@ -8,6 +8,7 @@ from contextlib import nullcontext
 import torch
 
 from .._utils.classifier import class_probabilities, eval_mode
+from .._utils.devices import module_device
 
 __all__ = ["Predictor"]
 
@@ -38,8 +39,7 @@ class Predictor:
         self.forward_passes = 0
         self.model_calls = 0
         self._is_probability: bool | None = None
-        parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
-        self.device = parameter.device if parameter is not None else torch.device("cpu")
+        self.device = module_device(model) if isinstance(model, torch.nn.Module) else torch.device("cpu")
 
     def _to_probabilities(self, raw: torch.Tensor) -> torch.Tensor:
         raw = torch.as_tensor(raw).float()

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._utils.devices import module_device
 from .._utils.images import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -62,7 +63,7 @@ class FeatureMapProbe:
 
         handles = [m.register_forward_hook(record(n)) for n, m in encoder.named_modules() if n]
         was_training = encoder.training
-        device = next((p.device for p in encoder.parameters()), torch.device("cpu"))
+        device = module_device(encoder)
         try:
             encoder.eval()
             with torch.no_grad():

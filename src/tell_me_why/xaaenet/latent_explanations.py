@@ -30,6 +30,7 @@ from pytorch_msssim import ssim
 from torch import Tensor, nn
 
 from .._utils.classifier import eval_mode
+from .._utils.devices import module_device
 from .latents import LatentSplit
 from .model import EncoderWithAAEBlocks
 
@@ -97,10 +98,6 @@ def decision_axis(model: EncoderWithAAEBlocks, class_a: int = 1) -> DecisionAxis
 # -- encoding and decoding in batches, eval mode, no gradients --------------------------------------------------------
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _plain(images: Tensor) -> Tensor:
     # fastai's TensorImage would dispatch every op through __torch_function__ and leak into the results.
     return images.as_subclass(Tensor) if type(images) is not Tensor else images
@@ -108,7 +105,7 @@ def _plain(images: Tensor) -> Tensor:
 
 @torch.no_grad()
 def _encode(model: EncoderWithAAEBlocks, images: Tensor, batch_size: int) -> tuple[Tensor, list[Tensor] | None]:
-    images = _plain(images).to(_device(model))
+    images = _plain(images).to(module_device(model))
     parts, skip_parts = [], []
     for start in range(0, len(images), batch_size):
         z, skips = model.encode_with_skips(images[start : start + batch_size])

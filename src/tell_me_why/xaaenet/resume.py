@@ -22,6 +22,7 @@ from fastai.callback.tracker import TrackerCallback
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .._utils.devices import module_device
 from .._utils.files import atomic_path
 
 __all__ = ["random_states", "restore_random_states", "EpochCheckpoint", "ResumeAt", "read_epoch_checkpoint"]
@@ -184,7 +185,7 @@ class ResumeAt(Callback):
 
     def _restore(self) -> None:
         learn = self.learn
-        device = next(learn.model.parameters()).device
+        device = module_device(learn.model)
         parameters = [p for p, *_ in learn.opt.all_params(with_grad=False)]
         optimizer = self.state["optimizer"]
         for index, parameter in enumerate(parameters):
